@@ -1,0 +1,40 @@
+# The study's entry points. `make study` runs the whole study; `make test` runs the tests (both set up .venv first).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= full
+# The offline mirror of the upstream data files, when one sits beside the repository (as in CI).
+KN_MIRROR ?= $(abspath $(wildcard ../shared/mirror))
+export KN_MIRROR
+
+.PHONY: install study quick test unit nbval-update benchmarks clean-runs
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed  ## create .venv with kn_utils and its dependencies
+
+study: install  ## run notebooks 01.. with the full profile and publish notebooks, results and figures
+	$(PY) -m kn_utils run --profile $(PROFILE) --publish
+
+quick: install  ## run the notebooks on the quick profile (runs/quick/)
+	$(PY) -m kn_utils run --profile quick
+
+test: install  ## unit tests, nbval regression check of the notebooks at quick size, recorded-value checks
+	$(PY) -m pytest --nbval --nbval-sanitize-with tests/nbval/sanitize.cfg --nbval-current-env tests
+
+unit: install  ## unit tests only
+	$(PY) -m pytest tests -k "not nbval"
+
+nbval-update: install  ## re-execute the checked notebook copies after changing a notebook
+	$(PY) -m kn_utils run --profile quick --output-dir tests/nbval
+
+benchmarks: install  ## speed figures (medians of several runs, ratio to a baseline measured in the same run)
+	$(PY) benchmarks/finetune.py
+
+clean-runs:
+	rm -rf runs/

@@ -1,0 +1,79 @@
+"""Command line: `python -m kn_utils run|publish|predict ...`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Print predicted EC class and class probabilities per FASTA record."""
+    import numpy as np
+
+    from .alphabet import MAX_ESM_RESIDUES, SequenceError, validate_sequence
+    from .data import EC_CLASSES, LABELS, read_fasta
+    from .model import load_finetuned, select_device
+    from .sources import DataFileError
+    from .training import predict_logits
+
+    try:
+        records = []
+        for header, raw, line in read_fasta(args.fasta):
+            record = header.split()[0] if header.split() else f"(line {line})"
+            records.append((record, validate_sequence(record, raw, args.fasta)))
+        if not records:
+            raise DataFileError(f"{args.fasta}: no FASTA records")
+        model, info = load_finetuned(args.model, select_device(args.device))
+    except (SequenceError, DataFileError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if info.init != "pretrained":
+        print(f"# note: model {args.model} was fine-tuned from {info.init} init ({info.source})", file=sys.stderr)
+    max_residues = args.max_residues or (info.training or {}).get("max_residues") or MAX_ESM_RESIDUES
+    logits = predict_logits(model, [sequence for _, sequence in records], max_residues)
+    probabilities = np.exp(logits - logits.max(1, keepdims=True))
+    probabilities /= probabilities.sum(1, keepdims=True)
+    print("\t".join(["record", "predicted_ec_class", "name", *(f"p_ec{c}" for c in LABELS)]))
+    for (record, _), row in zip(records, probabilities):
+        best = LABELS[int(row.argmax())]
+        print("\t".join([record, str(best), EC_CLASSES[best], *(f"{p:.4f}" for p in row)]))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the command line and run the chosen command."""
+    parser = argparse.ArgumentParser(prog="python -m kn_utils", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="execute the numbered notebooks for a profile with papermill")
+    run.add_argument("--profile", default="quick", help="profile name (profiles/NAME.yaml) or a YAML path")
+    run.add_argument("--from", dest="first", help="first stage, e.g. 01")
+    run.add_argument("--to", dest="last", help="last stage, e.g. 02")
+    run.add_argument("--output-dir", help="where the executed notebooks go (default runs/PROFILE/notebooks)")
+    run.add_argument("--publish", action="store_true", help="then copy notebooks, results and figures into the repository")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "YAML_VALUE"), default=[],
+                     help="override one notebook parameter")
+    publish = commands.add_parser("publish", help="copy a finished run into notebooks/, results/ and figures/")
+    publish.add_argument("--profile", default="full")
+    predict = commands.add_parser("predict", help="predict the EC class of each sequence of a FASTA file")
+    predict.add_argument("--model", required=True, help="a model folder saved by notebook 02 (runs/PROFILE/model)")
+    predict.add_argument("fasta", help="FASTA file, optionally gzipped")
+    predict.add_argument("--device", default="auto")
+    predict.add_argument("--max-residues", type=int, default=None, help="residues per sequence the model sees (default: as trained)")
+    args = parser.parse_args(argv)
+    if args.command == "predict":
+        return _predict(args)
+    from .runner import publish as publish_run, run_profile
+
+    if args.command == "run":
+        import yaml
+
+        overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+        run_profile(args.profile, args.first, args.last, args.output_dir, overrides)
+        if args.publish:
+            publish_run(args.profile)
+    else:
+        publish_run(args.profile)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

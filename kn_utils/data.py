@@ -1,0 +1,261 @@
+"""The enzyme dataset: PDB chains labelled by top-level EC class, cleaned, de-duplicated and split."""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import re
+import zlib
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .alphabet import AMBIGUOUS_RESIDUES, normalise_sequence, sequence_problem
+from .sources import DataFileError
+
+EC_CLASSES = {1: "oxidoreductases", 2: "transferases", 3: "hydrolases", 4: "lyases", 5: "isomerases", 6: "ligases"}
+LABELS = tuple(EC_CLASSES)  # label index i <-> EC class LABELS[i]
+HEADER = re.compile(r"^>(?P<pdb>\w{4,})_(?P<chain>\S+)\s+mol:(?P<mol>\S+)(?:\s+length:(?P<length>\d+))?")
+
+
+def _open_text(path: str | Path) -> io.TextIOBase:
+    """Open a text file, gunzipping when its name ends in .gz."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def read_fasta(path: str | Path) -> Iterator[tuple[str, str, int]]:
+    """Yield (header without '>', raw sequence, header line number) from a FASTA file, gzipped or not."""
+    header, lines, header_line = None, [], 0
+    try:
+        with _open_text(path) as handle:
+            for line_number, line in enumerate(handle, 1):
+                if line.startswith(">"):
+                    if header is not None:
+                        yield header, "".join(lines), header_line
+                    header, lines, header_line = line[1:].strip(), [], line_number
+                elif line.strip():
+                    if header is None:
+                        raise DataFileError(f"{path}: line {line_number}: sequence before the first '>' header; not FASTA")
+                    lines.append(line.strip())
+            if header is not None:
+                yield header, "".join(lines), header_line
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataFileError(f"{path}: truncated or corrupt gzip file ({error})") from None
+    except UnicodeDecodeError as error:
+        raise DataFileError(f"{path}: not a text file ({error})") from None
+
+
+def read_pdb_protein_chains(path: str | Path, dropped: Counter) -> Iterator[tuple[str, str]]:
+    """Yield (chain id `1abc_A`, raw sequence) for protein chains of pdb_seqres; other records counted in `dropped`."""
+    for header, sequence, _line in read_fasta(path):
+        match = HEADER.match(">" + header)
+        if not match:
+            dropped["malformed_header"] += 1
+            continue
+        if match["mol"] != "protein":
+            dropped["not_protein"] += 1
+            continue
+        if match["length"] is not None and int(match["length"]) != len(sequence):
+            dropped["length_mismatch"] += 1
+            continue
+        yield f"{match['pdb'].lower()}_{match['chain']}", sequence
+
+
+def read_sifts_ec(path: str | Path) -> dict[str, tuple[set[int], set[str]]]:
+    """Map chain id `1abc_A` to (top-level EC classes, UniProt accessions) from SIFTS pdb_chain_enzyme."""
+    chains: dict[str, tuple[set[int], set[str]]] = defaultdict(lambda: (set(), set()))
+    try:
+        with _open_text(path) as handle:
+            rows = (line for line in handle if not line.startswith("#"))
+            reader = csv.DictReader(rows, delimiter="\t")
+            missing = {"PDB", "CHAIN", "ACCESSION", "EC_NUMBER"} - set(reader.fieldnames or ())
+            if missing:
+                raise DataFileError(f"{path}: missing column(s) {sorted(missing)}; not a SIFTS pdb_chain_enzyme file")
+            for row in reader:
+                top = (row["EC_NUMBER"] or "").split(".")[0].strip()
+                classes, accessions = chains[f"{row['PDB'].lower()}_{row['CHAIN']}"]
+                classes.add(int(top) if top.isdigit() else -1)
+                if row["ACCESSION"]:
+                    accessions.add(row["ACCESSION"])
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise DataFileError(f"{path}: truncated or corrupt gzip file ({error})") from None
+    return dict(chains)
+
+
+def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: int = 30,
+                  max_unknown_fraction: float = 0.1) -> tuple[pd.DataFrame, Counter]:
+    """Join PDB protein chains with their EC class; drop (and count by reason) what cannot be a clean example.
+
+    A chain is kept when all its EC numbers share one top-level class in 1-6 and its residues are valid;
+    identical sequences are merged into one record, and dropped when their chains disagree on the class.
+    """
+    dropped: Counter = Counter()
+    ec = read_sifts_ec(sifts_path)
+    by_sequence: dict[str, dict] = {}
+    for chain_id, raw in read_pdb_protein_chains(seqres_path, dropped):
+        if chain_id not in ec:
+            dropped["no_ec_number"] += 1
+            continue
+        classes, accessions = ec[chain_id]
+        if len(classes) > 1:
+            dropped["several_ec_classes"] += 1
+            continue
+        (ec_class,) = classes
+        if ec_class not in EC_CLASSES:
+            dropped["ec_class_outside_1_6"] += 1
+            continue
+        sequence = normalise_sequence(raw)
+        problem = sequence_problem(sequence)
+        if problem:
+            dropped["empty_sequence" if sequence == "" else "invalid_residue"] += 1
+            continue
+        if len(sequence) < min_length:
+            dropped["too_short"] += 1
+            continue
+        if sum(sequence.count(r) for r in AMBIGUOUS_RESIDUES) > max_unknown_fraction * len(sequence):
+            dropped["too_many_unknown_residues"] += 1
+            continue
+        entry = by_sequence.setdefault(sequence, {"chains": [], "classes": set(), "accessions": set()})
+        entry["chains"].append(chain_id)
+        entry["classes"].add(ec_class)
+        entry["accessions"] |= accessions
+    records = []
+    for sequence, entry in by_sequence.items():
+        dropped["duplicate_sequence"] += len(entry["chains"]) - 1
+        if len(entry["classes"]) > 1:
+            dropped["duplicates_disagree_on_class"] += 1
+            continue
+        (ec_class,) = entry["classes"]
+        records.append({
+            "id": min(entry["chains"]), "ec_class": ec_class, "label": LABELS.index(ec_class),
+            "sequence": sequence, "length": len(sequence), "n_chains": len(entry["chains"]),
+            "accession": min(entry["accessions"]) if entry["accessions"] else f"none:{min(entry['chains'])}",
+        })
+    columns = ["id", "ec_class", "label", "sequence", "length", "n_chains", "accession"]
+    frame = pd.DataFrame.from_records(records, columns=columns).sort_values("id", ignore_index=True)
+    return frame, dropped
+
+
+def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_length: int = 1) -> pd.DataFrame:
+    """Your own data: a FASTA file and a CSV/TSV with columns `id` and `ec_class` (1-6, or an EC number like 3.1.1.4)."""
+    separator = "\t" if str(labels_path).endswith((".tsv", ".tsv.gz")) else ","
+    labels = pd.read_csv(labels_path, sep=separator, dtype=str)
+    if not {"id", "ec_class"} <= set(labels.columns):
+        raise DataFileError(f"{labels_path}: needs columns 'id' and 'ec_class', found {list(labels.columns)}")
+    ec_of = dict(zip(labels["id"], labels["ec_class"]))
+    records, seen = [], set()
+    for header, raw, line in read_fasta(fasta_path):
+        record = header.split()[0] if header.split() else ""
+        if not record:
+            raise DataFileError(f"{fasta_path}: line {line}: header without an identifier")
+        if record in seen:
+            raise DataFileError(f"{fasta_path}: record {record!r} (line {line}): identifier used twice")
+        seen.add(record)
+        sequence = normalise_sequence(raw)
+        problem = sequence_problem(sequence) or (f"shorter than {min_length} residues" if len(sequence) < min_length else None)
+        if problem:
+            raise DataFileError(f"{fasta_path}: record {record!r} (line {line}): {problem}")
+        if record not in ec_of:
+            raise DataFileError(f"{labels_path}: no label for record {record!r} of {fasta_path}")
+        top = str(ec_of[record]).split(".")[0].strip()
+        if not top.isdigit() or int(top) not in EC_CLASSES:
+            raise DataFileError(f"{labels_path}: record {record!r}: unknown label {ec_of[record]!r}; expected an EC class 1-6")
+        records.append({"id": record, "ec_class": int(top), "label": LABELS.index(int(top)), "sequence": sequence,
+                        "length": len(sequence), "n_chains": 1, "accession": record})
+    if not records:
+        raise DataFileError(f"{fasta_path}: no FASTA records")
+    return pd.DataFrame.from_records(records)
+
+
+def cap_per_class(frame: pd.DataFrame, max_per_class: int | None, seed: int) -> pd.DataFrame:
+    """At most `max_per_class` records of each class, drawn with `seed` (None keeps all)."""
+    if not max_per_class:
+        return frame
+    rng = np.random.default_rng(seed)
+    keep = [group.iloc[np.sort(rng.permutation(len(group))[:max_per_class])] for _, group in frame.groupby("label")]
+    return pd.concat(keep).sort_values("id", ignore_index=True)
+
+
+def split_dataset(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0, strategy: str = "random") -> pd.DataFrame:
+    """Add a `split` column (train/test), stratified by class and seeded.
+
+    `random` splits records; `accession` keeps every record of one UniProt accession on the same side
+    (stratified group split), so that test proteins are not the training proteins again.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+    frame = frame.copy()
+    if strategy == "random":
+        _, test_index = train_test_split(np.arange(len(frame)), test_size=test_fraction, stratify=frame["label"], random_state=seed)
+    elif strategy == "accession":
+        folds = StratifiedGroupKFold(n_splits=round(1 / test_fraction), shuffle=True, random_state=seed)
+        _, test_index = next(folds.split(frame, frame["label"], groups=frame["accession"]))
+    else:
+        raise ValueError(f"unknown split strategy {strategy!r}; use 'random' or 'accession'")
+    frame["split"] = "train"
+    frame.loc[frame.index[test_index], "split"] = "test"
+    return frame
+
+
+def class_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Records per split and EC class, as {split: {class: n}}."""
+    table = frame.groupby(["split", "ec_class"]).size()
+    return {split: {str(c): int(table.get((split, c), 0)) for c in EC_CLASSES} for split in sorted(frame["split"].unique())}
+
+
+def sequence_checksum(frame: pd.DataFrame) -> str:
+    """SHA-256 over (id, label, split, sequence) of every record: the data checksum results record."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    columns = [c for c in ("id", "label", "split", "sequence") if c in frame.columns]
+    for row in frame[columns].itertuples(index=False):
+        digest.update(("\t".join(map(str, row)) + "\n").encode())
+    return digest.hexdigest()
+
+
+def save_dataset(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write the dataset table as Parquet, atomically."""
+    from .provenance import atomic_path
+
+    with atomic_path(path) as temporary:
+        frame.to_parquet(temporary, index=False)
+    return Path(path)
+
+
+def load_dataset(path: str | Path) -> pd.DataFrame:
+    """Read the dataset table written by notebook 01, naming the file when it is missing."""
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: dataset not found; run notebooks/01_data.ipynb for this profile first")
+    return pd.read_parquet(path)
+
+
+def dataset_summary(frame: pd.DataFrame, dropped: Counter, max_residues: int) -> dict:
+    """The figures data.json records: totals, counts per split and class, drops by reason, lengths."""
+    lengths = frame["length"]
+    return {
+        "n_sequences": int(len(frame)),
+        "n_train": int((frame["split"] == "train").sum()),
+        "n_test": int((frame["split"] == "test").sum()),
+        "counts": class_counts(frame),
+        "dropped": {reason: int(n) for reason, n in sorted(dropped.items())},
+        "n_accessions": int(frame["accession"].nunique()),
+        "length_median": float(lengths.median()),
+        "length_p95": float(lengths.quantile(0.95)),
+        "fraction_longer_than_max_residues": float((lengths > max_residues).mean()),
+        "max_residues": int(max_residues),
+        "class_imbalance_ratio": float(frame["label"].value_counts().max() / frame["label"].value_counts().min()),
+    }
+
+
+def accession_overlap(frame: pd.DataFrame) -> float:
+    """Fraction of test records whose UniProt accession also occurs in the training split (leakage measure)."""
+    train = set(frame.loc[frame["split"] == "train", "accession"])
+    test = frame.loc[frame["split"] == "test", "accession"]
+    return float(test.isin(train).mean()) if len(test) else 0.0

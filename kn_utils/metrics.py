@@ -1,0 +1,29 @@
+"""Classification metrics the study reports: accuracy (the paper's), balanced accuracy, macro-F1, baselines."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
+
+
+def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy, balanced accuracy, macro-F1 and mean true-class probability of class logits."""
+    predictions = logits.argmax(axis=1)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    return {
+        "accuracy": float(accuracy_score(labels, predictions)),
+        "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
+        "macro_f1": float(f1_score(labels, predictions, average="macro", labels=np.arange(logits.shape[1]), zero_division=0)),
+        "mean_true_class_probability": float(probabilities[np.arange(len(labels)), labels].mean()),
+    }
+
+
+def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray) -> float:
+    """Test accuracy of always predicting the most frequent training class."""
+    majority = np.bincount(train_labels).argmax()
+    return float(np.mean(test_labels == majority))
+
+
+def confusion(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """Confusion matrix, rows true class, columns predicted class."""
+    return confusion_matrix(labels, logits.argmax(axis=1), labels=np.arange(num_labels))

@@ -1,0 +1,149 @@
+"""ESM-2 with a linear classification head: pretrained from the hub or a folder, or the same architecture randomly initialised."""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from transformers import EsmConfig, EsmForSequenceClassification
+
+from .alphabet import ESM2_VOCAB, MASK_ID, PAD_ID
+
+HUB_ID = "facebook/esm2_t6_8M_UR50D"
+INFO_FILE = "kn_model_info.json"
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+RANDOM_INIT_BANNER = (
+    "RANDOM INIT: pretrained ESM-2 weights could not be loaded, so this run uses the ESM-2 architecture "
+    "with randomly initialised weights (seed {seed}). Its numbers are NOT those of pretrained ESM-2."
+)
+
+
+class CheckpointError(ValueError):
+    """A model folder that is missing files or holds unreadable weights."""
+
+
+@dataclass
+class ModelInfo:
+    """Where a model's weights came from: `init` is 'pretrained' or 'random'."""
+
+    init: str
+    source: str
+    seed: int | None = None
+    fine_tuned: bool = False
+    training: dict | None = None  # what save_classifier recorded besides the source, e.g. max_residues
+
+    def as_dict(self) -> dict:
+        """Plain dict for result files."""
+        return asdict(self)
+
+
+def select_device(preferred: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else CPU."""
+    if preferred == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if preferred.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {preferred!r} asked for, but torch sees no CUDA GPU")
+    return torch.device(preferred)
+
+
+def esm2_config(num_labels: int = 6, **overrides) -> EsmConfig:
+    """Configuration of `facebook/esm2_t6_8M_UR50D` (6 layers, hidden 320, 20 heads, FFN 1,280) with a class head."""
+    settings = dict(
+        vocab_size=len(ESM2_VOCAB), hidden_size=320, num_hidden_layers=6, num_attention_heads=20,
+        intermediate_size=1280, hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        max_position_embeddings=1026, position_embedding_type="rotary", layer_norm_eps=1e-5,
+        emb_layer_norm_before=False, token_dropout=True, pad_token_id=PAD_ID, mask_token_id=MASK_ID,
+        num_labels=num_labels,
+    )
+    settings.update(overrides)
+    return EsmConfig(**settings)
+
+
+def _seeded(config: EsmConfig, seed: int, attn_implementation: str) -> EsmForSequenceClassification:
+    """Build a randomly initialised classifier with the global RNG seeded (restored afterwards)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config._attn_implementation = attn_implementation
+        return EsmForSequenceClassification(config)
+
+
+def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed: int = 0, num_labels: int = 6,
+                    attn_implementation: str = "sdpa", init_std: float = 0.02) -> tuple[EsmForSequenceClassification, ModelInfo]:
+    """ESM-2 with a fresh classification head: `init` = auto | pretrained | random.
+
+    `source` is a hub id or a local folder in the hub layout. `auto` takes the pretrained weights when they
+    load and otherwise falls back to random init with a loud warning. `init_std` is the standard deviation
+    of the random weights (transformers' default 0.02); it only matters for random init.
+    """
+    if init not in {"auto", "pretrained", "random"}:
+        raise ValueError(f"init must be 'auto', 'pretrained' or 'random', not {init!r}")
+    if init in {"auto", "pretrained"}:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # the new head is initialised reproducibly too
+                model = EsmForSequenceClassification.from_pretrained(
+                    str(source), num_labels=num_labels, attn_implementation=attn_implementation
+                )
+            return model, ModelInfo("pretrained", str(source), seed)
+        except (OSError, ValueError) as error:
+            if init == "pretrained":
+                raise RuntimeError(f"could not load pretrained weights from {source!r}: {error}") from error
+            message = RANDOM_INIT_BANNER.format(seed=seed) + f" (loading {source!r} failed: {str(error).splitlines()[0]})"
+            warnings.warn(message, stacklevel=2)
+            print("!" * 100 + "\n" + message + "\n" + "!" * 100)
+    model = _seeded(esm2_config(num_labels, initializer_range=init_std), seed, attn_implementation)
+    return model, ModelInfo("random", f"random-init:{HUB_ID}-architecture(std={init_std})", seed)
+
+
+def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLike, info: ModelInfo, extra: dict | None = None) -> Path:
+    """`save_pretrained` into a temporary folder, then rename, with the model's provenance in kn_model_info.json."""
+    import shutil
+    import tempfile
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(temporary)
+        (temporary / "vocab.txt").write_text("\n".join(ESM2_VOCAB) + "\n")
+        (temporary / INFO_FILE).write_text(json.dumps({**info.as_dict(), **(extra or {})}, indent=2) + "\n")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(temporary, folder)
+    finally:
+        if temporary.exists():
+            shutil.rmtree(temporary)
+    return folder
+
+
+def load_finetuned(folder: str | os.PathLike, device: torch.device | str = "cpu",
+                   attn_implementation: str = "sdpa") -> tuple[EsmForSequenceClassification, ModelInfo]:
+    """A fine-tuned classifier saved by `save_classifier`, in eval mode; a clear error when the folder is incomplete."""
+    folder = Path(folder)
+    if not (folder / "config.json").exists():
+        raise CheckpointError(f"{folder}: no config.json; not a saved model folder (run notebooks/02_finetune.ipynb first)")
+    if not any((folder / name).exists() for name in WEIGHT_FILES):
+        raise CheckpointError(f"{folder}: config.json present but no weights ({' or '.join(WEIGHT_FILES)})")
+    try:
+        model = EsmForSequenceClassification.from_pretrained(folder, attn_implementation=attn_implementation)
+    except Exception as error:  # safetensors/torch raise several types for damaged files
+        raise CheckpointError(f"{folder}: weights could not be read ({type(error).__name__}: {error})") from None
+    info_path = folder / INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.exists() else {"init": "unknown", "source": str(folder)}
+    fields = {key: info.pop(key, None) for key in ("init", "source", "seed")}
+    info.pop("fine_tuned", None)
+    info.pop("training", None)
+    return model.to(device).eval(), ModelInfo(fine_tuned=True, training=info, **fields)
+
+
+def weights_banner(info: ModelInfo) -> str:
+    """A Markdown banner saying which weights a run used; random init is shouted so no reader misses it."""
+    if info.init == "pretrained":
+        return f"**Weights: pretrained ESM-2** from `{info.source}`."
+    return ("<div style='border:3px solid #c00;padding:8px;background:#fee'><b>⚠ RANDOM INIT.</b> Pretrained ESM-2 "
+            f"weights were not available, so this run fine-tunes the ESM-2 8M <i>architecture</i> from random weights "
+            f"(seed {info.seed}, source <code>{info.source}</code>). Its numbers are not those of pretrained ESM-2; the "
+            "paper's 0.913 needs the pretrained weights.</div>")

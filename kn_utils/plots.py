@@ -1,0 +1,85 @@
+"""Figures of the study; each function draws one figure and returns it (saving is `save_figure`)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .data import EC_CLASSES
+
+
+def save_figure(figure: plt.Figure, folder: str | Path, name: str) -> Path:
+    """Save `figure` as `folder/name.png` (150 dpi) and return the path."""
+    path = Path(folder) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    return path
+
+
+def class_counts_bar(counts: dict[str, dict[str, int]], paper_total: int | None = 11_731) -> plt.Figure:
+    """Records per EC class and split, with the paper's balanced per-class share as a line."""
+    frame = pd.DataFrame(counts).rename(index=lambda c: f"{c} {EC_CLASSES[int(c)]}")
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    frame.plot.bar(stacked=True, ax=axis, color=["#d95f02", "#1b9e77"][: frame.shape[1]])
+    if paper_total:
+        axis.axhline(paper_total / 6, color="grey", linestyle="--", label=f"paper: {paper_total / 6:.0f} per class")
+    axis.set_ylabel("sequences")
+    axis.set_xlabel("")
+    axis.legend()
+    axis.tick_params(axis="x", rotation=30)
+    figure.tight_layout()
+    return figure
+
+
+def length_histogram(lengths: pd.Series, classes: pd.Series, limits: dict[str, int]) -> plt.Figure:
+    """Sequence lengths per EC class, with the length limits marked."""
+    figure, axis = plt.subplots(figsize=(7, 3.5))
+    bins = np.linspace(0, min(int(lengths.max()), 1500), 60)
+    for ec_class in sorted(classes.unique()):
+        axis.hist(lengths[classes == ec_class], bins=bins, histtype="step", label=f"EC {ec_class}")
+    for name, value in limits.items():
+        axis.axvline(value, color="black", linestyle=":")
+        axis.text(value, axis.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
+    axis.set_xlabel("residues")
+    axis.set_ylabel("sequences")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def training_curve(history: list[dict], baselines: dict[str, float]) -> plt.Figure:
+    """Training loss and test accuracy / balanced accuracy per epoch, with baseline levels."""
+    frame = pd.DataFrame(history)
+    figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
+    loss_axis.plot(frame["epoch"], frame["train_loss"], marker="o")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("training loss (class-weighted CE)")
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+        if metric in frame:
+            score_axis.plot(frame["epoch"], frame[metric], marker="o", label=metric.replace("_", " "))
+    for (name, level), style in zip(baselines.items(), ("--", ":", "-.")):
+        score_axis.axhline(level, color="grey", linestyle=style, label=name)
+    score_axis.set_xlabel("epoch")
+    score_axis.set_ylabel("test score")
+    score_axis.set_ylim(0, 1)
+    score_axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_heatmap(matrix: np.ndarray) -> plt.Figure:
+    """Confusion matrix (rows true EC class, columns predicted), counts annotated, colour row-normalised."""
+    names = [f"{c}" for c in EC_CLASSES]
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axis = plt.subplots(figsize=(4.5, 4))
+    axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    for (row, column), count in np.ndenumerate(matrix):
+        axis.text(column, row, str(count), ha="center", va="center", color="white" if normalised[row, column] > 0.5 else "black", fontsize=8)
+    axis.set_xticks(range(len(names)), names)
+    axis.set_yticks(range(len(names)), names)
+    axis.set_xlabel("predicted EC class")
+    axis.set_ylabel("true EC class")
+    figure.tight_layout()
+    return figure

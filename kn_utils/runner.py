@@ -1,0 +1,58 @@
+"""Run the numbered notebooks in order with papermill for a profile, and publish a full run as the study's record."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .provenance import REPO_ROOT
+from .sources import MIRROR_ENV
+from .runs import notebook_parameters, run_dir
+
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+def stage_notebooks(first: str | None = None, last: str | None = None) -> list[Path]:
+    """The numbered notebooks `NN_name.ipynb`, in order, from stage `first` to `last` (two-digit prefixes)."""
+    notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    return [nb for nb in notebooks if (first is None or nb.name[:2] >= first) and (last is None or nb.name[:2] <= last)]
+
+
+def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
+                overrides: dict | None = None, log_output: bool = False) -> list[Path]:
+    """Execute the notebooks of a profile in order; executed copies go to `output_dir` (default runs/<profile>/notebooks)."""
+    import papermill
+
+    profile_name = Path(profile).stem
+    if os.environ.get(MIRROR_ENV):  # kernels run in notebooks/: make a relative mirror path absolute first
+        os.environ[MIRROR_ENV] = str(Path(os.environ[MIRROR_ENV]).expanduser().resolve())
+    output_dir = Path(output_dir) if output_dir else run_dir(profile_name) / "notebooks"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    executed = []
+    for notebook in stage_notebooks(first, last):
+        declared = papermill.inspect_notebook(str(notebook))
+        parameters = {k: v for k, v in notebook_parameters(profile, notebook.name, overrides).items() if k in declared}
+        if parameters.get("mirror"):
+            parameters["mirror"] = str(Path(parameters["mirror"]).expanduser().resolve())
+        started = time.perf_counter()
+        print(f"[{profile_name}] {notebook.name} ...", flush=True)
+        target = output_dir / notebook.name
+        papermill.execute_notebook(str(notebook), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
+                                   kernel_name="python3", progress_bar=False, log_output=log_output)
+        print(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s", flush=True)
+        executed.append(target)
+    return executed
+
+
+def publish(profile: str = "full") -> list[Path]:
+    """Copy a run's executed notebooks over notebooks/, its result files to results/ and its figures to figures/."""
+    source = run_dir(profile)
+    copied = []
+    for pattern, destination in (("notebooks/*.ipynb", NOTEBOOKS_DIR), ("*.json", REPO_ROOT / "results"),
+                                 ("figures/*.png", REPO_ROOT / "figures")):
+        destination.mkdir(parents=True, exist_ok=True)
+        for path in sorted(source.glob(pattern)):
+            shutil.copy2(path, destination / path.name)
+            copied.append(destination / path.name)
+    return copied

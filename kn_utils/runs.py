@@ -1,0 +1,43 @@
+"""Run directories and profiles: where a profile's outputs live and which parameters each notebook gets."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from .provenance import REPO_ROOT
+
+PROFILES_DIR = REPO_ROOT / "profiles"
+RUNS_ENV = "KN_RUNS_DIR"
+
+
+def runs_root() -> Path:
+    """Where run directories live: `$KN_RUNS_DIR`, else `runs/` in the repository."""
+    return Path(os.environ.get(RUNS_ENV) or REPO_ROOT / "runs")
+
+
+def run_dir(profile: str) -> Path:
+    """`runs/<profile>/`, created if needed."""
+    path = runs_root() / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def load_profile(profile: str | os.PathLike) -> dict:
+    """A profile YAML: `common` parameters plus one section per notebook stem; a profile name or a file path."""
+    path = Path(profile)
+    if not path.suffix:
+        path = PROFILES_DIR / f"{profile}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"{path}: no such profile (known: {', '.join(known)})")
+    return yaml.safe_load(path.read_text())
+
+
+def notebook_parameters(profile: str | os.PathLike, notebook: str, overrides: dict | None = None) -> dict:
+    """Parameters papermill injects into `notebook` for `profile`: common, then the notebook's section, then overrides."""
+    spec = load_profile(profile)
+    parameters = {"profile": Path(profile).stem, **spec.get("common", {}), **(spec.get(Path(notebook).stem) or {})}
+    parameters.update(overrides or {})
+    return parameters

@@ -1,0 +1,219 @@
+"""Fine-tuning: length-bucketed batches, AdamW with warm-up, per-epoch evaluation and resumable checkpoints."""
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .alphabet import encode, pad_batch
+from .provenance import atomic_path
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of the fine-tuning run; stored in the checkpoint so a resume must use the same ones."""
+
+    epochs: int = 6
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    schedule: str = "cosine"  # constant | cosine (after warm-up, down to min_lr_ratio * learning_rate)
+    min_lr_ratio: float = 0.1
+    max_tokens: int = 4096  # padded tokens per batch
+    max_residues: int = 256  # residues the model sees per sequence
+    crop: str = "random"  # training window: random | first (evaluation always takes the first residues)
+    class_weighting: str = "balanced"  # balanced | none: cross-entropy weights inverse to class frequency
+    grad_clip: float = 1.0
+    precision: str = "bf16"  # bf16 | fp32 autocast for the forward pass
+    seed: int = 0
+    checkpoint_every: int = 100  # optimiser steps between checkpoints
+
+    def as_dict(self) -> dict:
+        """Plain dict for result files."""
+        return asdict(self)
+
+
+def length_batches(lengths: np.ndarray, max_tokens: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Group indices of similar length so a padded batch holds at most `max_tokens` tokens.
+
+    With `rng`, ties are broken at random and batch order shuffled (training); without, order is fixed (evaluation).
+    """
+    noise = rng.random(len(lengths)) if rng is not None else np.arange(len(lengths)) / max(len(lengths), 1)
+    order = np.lexsort((noise, lengths))
+    batches, start = [], 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and (stop - start + 1) * lengths[order[stop]] <= max_tokens:
+            stop += 1
+        batches.append(order[start:stop])
+        start = stop
+    if rng is not None:
+        rng.shuffle(batches)
+    return batches
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16 autocast context for `precision='bf16'`, else a no-op."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if precision != "fp32":
+        raise ValueError(f"precision must be 'bf16' or 'fp32', not {precision!r}")
+    return nullcontext()
+
+
+@contextmanager
+def attention_implementation(model, implementation: str):
+    """Switch the model's attention kernel for a block (SDPA is fastest in fp32 on CPU, eager under bf16)."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(implementation)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(previous)
+
+
+def crop_window(sequence: str, max_residues: int, rng: np.random.Generator | None) -> str:
+    """A window of at most `max_residues`: at a random offset with `rng`, else the first residues."""
+    if len(sequence) <= max_residues:
+        return sequence
+    start = int(rng.integers(0, len(sequence) - max_residues + 1)) if rng is not None else 0
+    return sequence[start : start + max_residues]
+
+
+def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
+    """Linear warm-up to `learning_rate`, then constant or cosine decay."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    if config.schedule == "constant":
+        return config.learning_rate
+    progress = (step - config.warmup_steps) / max(1, total_steps - config.warmup_steps)
+    floor = config.min_lr_ratio
+    return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def class_weights(labels: np.ndarray, num_labels: int, scheme: str) -> torch.Tensor | None:
+    """Cross-entropy weights n / (k * n_c) for `balanced`, None for `none`."""
+    if scheme == "none":
+        return None
+    counts = np.bincount(labels, minlength=num_labels).astype(float)
+    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+@torch.inference_mode()
+def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: int = 8192,
+                   precision: str = "fp32", progress: bool = False) -> np.ndarray:
+    """Class logits for each sequence (first `max_residues` residues), batched by length; float32 numpy."""
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    tokens = [encode(sequence, max_residues) for sequence in sequences]
+    lengths = np.array([len(t) for t in tokens])
+    logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
+    with attention_implementation(model, "sdpa" if precision == "fp32" else "eager"):
+        for batch in tqdm(length_batches(lengths, max_tokens), disable=not progress, desc="predict"):
+            input_ids, mask = pad_batch([tokens[i] for i in batch])
+            with autocast(device, precision):
+                out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logits[batch] = out.float().cpu().numpy()
+    model.train(was_training)
+    return logits
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """torch.save through a temporary file so that a kill mid-write leaves the previous checkpoint intact."""
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
+
+
+def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequences: list[str], eval_labels: np.ndarray,
+          config: TrainConfig, checkpoint_dir: str | os.PathLike, evaluate=None, progress: bool = True,
+          stop_after_steps: int | None = None) -> dict:
+    """Fine-tune the whole model; resumes from `checkpoint_dir/last.pt` when it was written with the same config.
+
+    `evaluate(logits, labels) -> dict` is called on the evaluation set after every epoch. `stop_after_steps`
+    ends this call early (checkpoint written), as a kill would; the next call resumes. Returns
+    {"history": [...per epoch...], "train_tokens": n, "train_seconds": s, "steps": n, "resumed_from_step": k}.
+    """
+    device = next(model.parameters()).device
+    checkpoint_path = Path(checkpoint_dir) / "last.pt"
+    lengths = np.array([min(len(s), config.max_residues) + 2 for s in train_sequences])
+    steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
+    total_steps = steps_per_epoch * config.epochs
+    weights = class_weights(train_labels, model.config.num_labels, config.class_weighting)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate)
+    state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
+    if checkpoint_path.exists():
+        try:
+            saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
+        except Exception as error:
+            raise RuntimeError(f"{checkpoint_path}: corrupt checkpoint ({error}); delete it to start over") from None
+        if saved["config"] != config.as_dict():
+            raise RuntimeError(f"{checkpoint_path}: written with other training settings; delete it or restore them")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
+    resumed_from = state["step"]
+    model.train()
+    bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")
+    while state["step"] < total_steps:
+        epoch, offset = divmod(state["step"], steps_per_epoch)
+        epoch_rng = np.random.default_rng([config.seed, epoch])
+        crops = [crop_window(s, config.max_residues, epoch_rng if config.crop == "random" else None) for s in train_sequences]
+        tokens = [encode(s) for s in crops]
+        batches = length_batches(np.array([len(t) for t in tokens]), config.max_tokens, epoch_rng)
+        torch.manual_seed(config.seed * 100_003 + epoch)
+        started, epoch_loss, epoch_examples = time.perf_counter(), 0.0, 0
+        for batch in batches[offset:]:
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate_at(state["step"], total_steps, config)
+            input_ids, mask = pad_batch([tokens[i] for i in batch])
+            labels = torch.as_tensor(train_labels[batch], device=device)
+            with autocast(device, config.precision):
+                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            loss = loss_fn(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            state["step"] += 1
+            state["train_tokens"] += int(mask.sum())
+            epoch_loss += loss.item() * len(batch)
+            epoch_examples += len(batch)
+            bar.update(1)
+            bar.set_postfix(loss=f"{epoch_loss / epoch_examples:.3f}", epoch=epoch + 1)
+            stopping = (stop_after_steps is not None and state["step"] - resumed_from >= stop_after_steps
+                        and state["step"] % steps_per_epoch != 0)
+            if (stopping or state["step"] % config.checkpoint_every == 0) and state["step"] % steps_per_epoch:
+                state["train_seconds"] += time.perf_counter() - started
+                started = time.perf_counter()
+                _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
+                                                   "optimizer": optimizer.state_dict(), "state": state})
+            if stopping:
+                bar.close()
+                return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "stopped_early": True}
+        state["train_seconds"] += time.perf_counter() - started
+        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": epoch_loss / max(epoch_examples, 1),
+                  "learning_rate": learning_rate_at(state["step"] - 1, total_steps, config),
+                  "train_seconds": state["train_seconds"]}
+        if evaluate is not None:
+            record.update(evaluate(predict_logits(model, eval_sequences, config.max_residues), eval_labels))
+            model.train()
+        state["history"].append(record)
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
+                                           "optimizer": optimizer.state_dict(), "state": state})
+    bar.close()
+    model.eval()
+    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from}

@@ -1,0 +1,114 @@
+"""Building the labelled dataset: parsing, drops counted by reason, bad files named, splits."""
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kn_utils import data
+from kn_utils.sources import DataFileError, check_gzip
+
+
+def test_build_dataset_keeps_clean_single_class_chains(upstream_files):
+    frame, dropped = data.build_dataset(*upstream_files.values(), min_length=30)
+    assert sorted(frame["id"]) == ["101m_A", "102l_A", "105m_A", "110m_A"]
+    assert dict(zip(frame["id"], frame["ec_class"])) == {"101m_A": 1, "102l_A": 3, "105m_A": 2, "110m_A": 4}
+    assert (frame["label"] == frame["ec_class"] - 1).all()
+    assert dropped == {"not_protein": 1, "several_ec_classes": 1, "too_short": 1, "invalid_residue": 1,
+                       "ec_class_outside_1_6": 1, "duplicate_sequence": 1}
+    assert frame.loc[frame["id"] == "102l_A", "n_chains"].item() == 2
+
+
+def test_header_without_chain_id_is_a_counted_drop(tmp_path, upstream_files):
+    bad = tmp_path / "bad.txt"
+    bad.write_text(">101m mol:protein length:4\nMKTA\n>102l_A mol:protein length:35\nMNIFEMLRIDEGLRLKIYKDTEGYYTIGIGHLLTK\n")
+    frame, dropped = data.build_dataset(bad, upstream_files["pdb_chain_enzyme.tsv.gz"])
+    assert dropped["malformed_header"] == 1 and list(frame["id"]) == ["102l_A"]
+
+
+def test_length_in_header_disagreeing_with_sequence_is_dropped(tmp_path, upstream_files):
+    bad = tmp_path / "cut.txt"
+    bad.write_text(">102l_A mol:protein length:35\nMNIFEMLRIDEGLRLKIYKDTEG\n")
+    _, dropped = data.build_dataset(bad, upstream_files["pdb_chain_enzyme.tsv.gz"])
+    assert dropped["length_mismatch"] == 1
+
+
+def test_truncated_gzip_is_named(tmp_path, upstream_files):
+    whole = upstream_files["pdb_seqres.txt.gz"].read_bytes()
+    cut = tmp_path / "pdb_seqres.txt.gz"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataFileError, match=r"pdb_seqres.txt.gz: truncated or corrupt gzip"):
+        data.build_dataset(cut, upstream_files["pdb_chain_enzyme.tsv.gz"])
+    with pytest.raises(DataFileError, match="truncated or corrupt gzip"):
+        check_gzip(cut)
+
+
+def test_sifts_without_expected_columns_is_refused(tmp_path, upstream_files):
+    wrong = tmp_path / "wrong.tsv"
+    wrong.write_text("PDB\tCHAIN\tEC\n101m\tA\t1.1.1.1\n")
+    with pytest.raises(DataFileError, match=r"wrong.tsv: missing column\(s\) \['ACCESSION', 'EC_NUMBER'\]"):
+        data.build_dataset(upstream_files["pdb_seqres.txt.gz"], wrong)
+
+
+def test_duplicates_that_disagree_on_class_are_dropped(tmp_path):
+    seqres = tmp_path / "s.txt"
+    seqres.write_text(">1aaa_A mol:protein length:31\n" + "M" * 31 + "\n>2bbb_A mol:protein length:31\n" + "M" * 31 + "\n")
+    sifts = tmp_path / "e.tsv"
+    sifts.write_text("PDB\tCHAIN\tACCESSION\tEC_NUMBER\n1aaa\tA\tP1\t1.1.1.1\n2bbb\tA\tP2\t2.1.1.1\n")
+    frame, dropped = data.build_dataset(seqres, sifts)
+    assert frame.empty and dropped == {"duplicate_sequence": 1, "duplicates_disagree_on_class": 1}
+
+
+def _synthetic(n_per_class=50, accessions_per_class=10):
+    rows = [{"id": f"{c}_{i}", "label": c, "ec_class": c + 1, "sequence": "M" * 40, "length": 40,
+             "accession": f"A{c}_{i % accessions_per_class}"} for c in range(6) for i in range(n_per_class)]
+    return pd.DataFrame(rows)
+
+
+def test_random_split_is_stratified_and_seeded():
+    frame = data.split_dataset(_synthetic(), 0.2, seed=3)
+    assert (frame[frame["split"] == "test"].groupby("label").size() == 10).all()
+    again = data.split_dataset(_synthetic(), 0.2, seed=3)
+    assert (frame["split"] == again["split"]).all()
+    other = data.split_dataset(_synthetic(), 0.2, seed=4)
+    assert not (frame["split"] == other["split"]).all()
+
+
+def test_accession_split_keeps_each_accession_on_one_side():
+    frame = data.split_dataset(_synthetic(), 0.2, seed=0, strategy="accession")
+    assert frame.groupby("accession")["split"].nunique().max() == 1
+    assert data.accession_overlap(frame) == 0.0
+    assert 0.1 < (frame["split"] == "test").mean() < 0.3
+    assert data.accession_overlap(data.split_dataset(_synthetic(), 0.2, seed=0)) > 0
+
+
+def test_cap_per_class():
+    capped = data.cap_per_class(_synthetic(), 7, seed=0)
+    assert capped.groupby("label").size().tolist() == [7] * 6
+
+
+def test_labelled_fasta_round_trip_and_errors(tmp_path):
+    fasta = tmp_path / "mine.fasta"
+    fasta.write_text(">enzA some name\nMKTAYIAKQR\nQISFVKSHFS\n>enzB\nMNIFEMLRID\n")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("id,ec_class\nenzA,3.1.1.4\nenzB,2\n")
+    frame = data.load_labelled_fasta(fasta, labels)
+    assert frame["ec_class"].tolist() == [3, 2] and frame["length"].tolist() == [20, 10]
+    labels.write_text("id,ec_class\nenzA,9\nenzB,2\n")
+    with pytest.raises(DataFileError, match=r"labels.csv: record 'enzA': unknown label '9'"):
+        data.load_labelled_fasta(fasta, labels)
+    labels.write_text("id,ec_class\nenzA,1\n")
+    with pytest.raises(DataFileError, match=r"no label for record 'enzB'"):
+        data.load_labelled_fasta(fasta, labels)
+    fasta.write_text(">enzA\nMKTAYIAKQR\n>enzB\n\n")
+    labels.write_text("id,ec_class\nenzA,1\nenzB,2\n")
+    with pytest.raises(DataFileError, match=r"mine.fasta: record 'enzB' \(line 3\): empty sequence"):
+        data.load_labelled_fasta(fasta, labels)
+
+
+def test_summary_counts_add_up(upstream_files):
+    frame, dropped = data.build_dataset(*upstream_files.values())
+    frame["split"] = np.where(np.arange(len(frame)) % 2, "test", "train")
+    summary = data.dataset_summary(frame, dropped, max_residues=35)
+    assert sum(sum(c.values()) for c in summary["counts"].values()) == summary["n_sequences"] == len(frame)
+    assert summary["fraction_longer_than_max_residues"] == pytest.approx((frame["length"] > 35).mean())

@@ -1,0 +1,75 @@
+"""Loading the classifier: seeded random init, pretrained from a local folder, save/load, broken checkpoints."""
+import pytest
+import torch
+
+from kn_utils.alphabet import encode, pad_batch
+from kn_utils.model import CheckpointError, ModelInfo, _seeded, load_classifier, load_finetuned, save_classifier, select_device, weights_banner
+
+
+def _logits(model, sequences=("MKTAYIAKQR", "MNIF")):
+    input_ids, mask = pad_batch([encode(s) for s in sequences])
+    with torch.no_grad():
+        return model(input_ids=input_ids, attention_mask=mask).logits
+
+
+def test_random_init_is_seeded(tiny_config):
+    first, second, other = (_seeded(tiny_config, s, "eager").eval() for s in (1, 1, 2))
+    assert torch.equal(_logits(first), _logits(second))
+    assert not torch.equal(_logits(first), _logits(other))
+
+
+def test_full_size_config_has_the_papers_5760_qkv_units():
+    model, info = load_classifier("random", seed=0)
+    attention = [layer.attention.self for layer in model.esm.encoder.layer]
+    assert len(attention) == 6 and all(a.query.out_features == 320 for a in attention)
+    assert 6 * 3 * 320 == 5760 and info.init == "random" and "random-init" in info.source
+
+
+def test_pretrained_loads_from_a_local_folder_in_hub_layout(tmp_path, tiny_config, tiny_model):
+    tiny_model.esm.save_pretrained(tmp_path / "esm")  # the backbone only, as the hub ships it
+    model, info = load_classifier("pretrained", tmp_path / "esm", seed=0)
+    assert info.init == "pretrained" and info.source == str(tmp_path / "esm")
+    backbone = model.esm.encoder.layer[0].attention.self.query.weight
+    assert torch.equal(backbone, tiny_model.esm.encoder.layer[0].attention.self.query.weight)
+    assert "pretrained ESM-2" in weights_banner(info)
+
+
+def test_auto_falls_back_to_random_with_a_warning(tmp_path):
+    with pytest.warns(UserWarning, match="RANDOM INIT"):
+        _, info = load_classifier("auto", tmp_path / "no-such-model", seed=0)
+    assert info.init == "random"
+    assert "RANDOM INIT" in weights_banner(info)
+    with pytest.raises(RuntimeError, match="could not load pretrained weights"):
+        load_classifier("pretrained", tmp_path / "no-such-model")
+
+
+def test_save_and_load_round_trip(tmp_path, tiny_model):
+    folder = save_classifier(tiny_model, tmp_path / "model", ModelInfo("random", "test", 0), {"max_residues": 64})
+    loaded, info = load_finetuned(folder, attn_implementation="eager")
+    assert torch.equal(_logits(loaded), _logits(tiny_model))
+    assert info.init == "random" and info.fine_tuned and info.training["max_residues"] == 64
+
+
+def test_checkpoint_missing_weights(tmp_path, tiny_model):
+    folder = save_classifier(tiny_model, tmp_path / "model", ModelInfo("random", "test", 0))
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"model: config.json present but no weights"):
+        load_finetuned(folder)
+    with pytest.raises(CheckpointError, match="no config.json"):
+        load_finetuned(tmp_path / "empty")
+
+
+def test_checkpoint_with_corrupt_weights(tmp_path, tiny_model):
+    folder = save_classifier(tiny_model, tmp_path / "model", ModelInfo("random", "test", 0))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="weights could not be read"):
+        load_finetuned(folder)
+
+
+def test_device_selection_falls_back_to_cpu():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert select_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            select_device("cuda")

@@ -1,0 +1,108 @@
+"""The notebooks at quick size: checked copies in sync with the notebooks, and the values the run recorded.
+
+The nbval copies in tests/nbval/ are executed by `pytest --nbval` (collected before this file), writing
+their results to $KN_RUNS_DIR/quick; this module reads them, running the notebooks with papermill first
+when they are not there (for example when this file is run alone).
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from kn_utils.runner import run_profile, stage_notebooks
+from kn_utils.runs import run_dir
+
+REPO = Path(__file__).resolve().parent.parent
+CHECKED = REPO / "tests" / "nbval"
+STAGES = {"01": "data", "02": "finetune"}
+
+
+def _code_cells(path: Path) -> list[str]:
+    notebook = nbformat.read(path, as_version=4)
+    return [cell.source for cell in notebook.cells
+            if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", [])]
+
+
+@pytest.mark.parametrize("notebook", stage_notebooks(), ids=lambda p: p.name)
+def test_checked_copy_is_regenerated_after_code_changes(notebook):
+    copy = CHECKED / notebook.name
+    assert copy.exists(), f"{copy} missing: run `make nbval-update`"
+    assert _code_cells(copy) == _code_cells(notebook), f"{notebook.name} changed since {copy} was executed: run `make nbval-update`"
+
+
+@pytest.mark.parametrize("notebook", stage_notebooks(), ids=lambda p: p.name)
+def test_every_notebook_has_a_parameters_cell(notebook):
+    cells = nbformat.read(notebook, as_version=4).cells
+    tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
+    assert len(tagged) == 1 and "profile" in tagged[0].source
+    assert cells[0].cell_type == "markdown" and "**Question.**" in cells[0].source
+
+
+@pytest.fixture(scope="module")
+def quick_run() -> Path:
+    run = run_dir("quick")
+    if not all((run / f"{stage}.json").exists() for stage in STAGES.values()):
+        run_profile("quick", last=max(STAGES))
+    return run
+
+
+@pytest.fixture(scope="module")
+def results(quick_run) -> dict[str, dict]:
+    return {stage: json.loads((quick_run / f"{stage}.json").read_text()) for stage in STAGES.values()}
+
+
+def test_data_counts_add_up(results):
+    data = results["data"]
+    counts = data["counts"]
+    assert sum(counts["train"].values()) == data["n_train"] and sum(counts["test"].values()) == data["n_test"]
+    assert set(counts["test"]) == {"1", "2", "3", "4", "5", "6"} and min(counts["test"].values()) > 0
+    assert data["n_test"] / data["n_sequences"] == pytest.approx(0.2, abs=0.02)
+    assert data["dropped"]["not_protein"] > 0 and data["dropped"]["duplicate_sequence"] > 0
+    inputs = data["provenance"]["inputs"]
+    if "mirror" in os.environ.get("KN_MIRROR", ""):
+        sums = dict(line.split()[::-1] for line in (Path(os.environ["KN_MIRROR"]) / "SHA256SUMS").read_text().splitlines())
+        assert inputs["sha256:pdb_seqres.txt.gz"] == sums["pdb_seqres.txt.gz"]
+
+
+def test_finetune_records_the_flat_keys_readers_rely_on(results):
+    finetune, data = results["finetune"], results["data"]
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "majority_baseline", "wall_s", "train_tokens_per_s", "peak_rss_mb"):
+        assert isinstance(finetune[key], float), key
+    assert 0 <= finetune["accuracy"] <= 1 and finetune["train_tokens_per_s"] > 0
+    assert finetune["init"] == "random" and finetune["model_source"].startswith("random-init")
+    assert (finetune["n_train"], finetune["n_test"]) == (data["n_train"], data["n_test"])
+    assert finetune["majority_baseline"] == pytest.approx(max(data["counts"]["test"].values()) / data["n_test"])
+    assert len(finetune["history"]) == finetune["provenance"]["parameters"]["epochs"]
+    assert sum(map(sum, finetune["confusion_matrix"])) == data["n_test"]
+
+
+def test_every_result_records_its_provenance(results):
+    for stage, result in results.items():
+        provenance = result["provenance"]
+        assert provenance["parameters"]["profile"] == "quick", stage
+        assert provenance["packages"]["torch"].startswith("2.13.0"), stage
+        assert "git_commit" in provenance and provenance["created"], stage
+    finetune = results["finetune"]["provenance"]
+    assert finetune["model"]["init"] == "random" and finetune["device"] in {"cpu", "cuda"}
+    assert finetune["inputs"]["dataset_sha256"] == results["data"]["provenance"]["inputs"]["dataset_sha256"]
+
+
+def test_saved_model_is_loadable_and_marked_random(quick_run):
+    from kn_utils.model import load_finetuned
+
+    _, info = load_finetuned(quick_run / "model")
+    assert info.init == "random" and info.training["max_residues"] == results_parameter(quick_run, "max_residues")
+
+
+def results_parameter(run: Path, name: str):
+    return json.loads((run / "finetune.json").read_text())["provenance"]["parameters"][name]
+
+
+def test_random_init_is_impossible_to_miss_in_the_executed_notebook(quick_run):
+    executed = CHECKED / "02_finetune.ipynb"
+    text = json.dumps(nbformat.read(executed, as_version=4).cells)
+    assert "RANDOM INIT" in text

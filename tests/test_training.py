@@ -1,0 +1,97 @@
+"""Fine-tuning mechanics on a tiny model: bucketing, schedule, learning, and resume after a kill."""
+import numpy as np
+import pytest
+import torch
+
+from kn_utils.metrics import classification_metrics, majority_baseline
+from kn_utils.model import _seeded
+from kn_utils.training import TrainConfig, class_weights, crop_window, learning_rate_at, length_batches, predict_logits, train
+
+
+def test_length_batches_cover_every_index_once_within_the_token_budget():
+    lengths = np.random.default_rng(0).integers(5, 100, size=200)
+    batches = length_batches(lengths, 400, np.random.default_rng(1))
+    flat = np.concatenate(batches)
+    assert sorted(flat.tolist()) == list(range(200))
+    assert all(len(b) * lengths[b].max() <= 400 or len(b) == 1 for b in batches)
+    padded = sum(len(b) * lengths[b].max() for b in batches)
+    assert padded < 1.1 * lengths.sum()  # bucketing wastes under 10 % on padding
+
+
+def test_length_batches_without_rng_are_deterministic():
+    lengths = np.array([5, 50, 7, 49, 6])
+    assert [b.tolist() for b in length_batches(lengths, 100)] == [[0, 4, 2], [3, 1]]
+
+
+def test_schedule_warms_up_then_decays():
+    config = TrainConfig(learning_rate=1e-3, warmup_steps=10, schedule="cosine", min_lr_ratio=0.1)
+    rates = [learning_rate_at(step, 100, config) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] >= 1e-4
+    constant = TrainConfig(learning_rate=1e-3, warmup_steps=10, schedule="constant")
+    assert learning_rate_at(99, 100, constant) == 1e-3
+
+
+def test_balanced_class_weights():
+    weights = class_weights(np.array([0, 0, 0, 1]), 2, "balanced")
+    assert weights.tolist() == pytest.approx([4 / 6, 2.0])
+    assert class_weights(np.array([0, 1]), 2, "none") is None
+
+
+def test_crop_window():
+    rng = np.random.default_rng(0)
+    assert crop_window("ABCDEFGH", 3, None) == "ABC"
+    windows = {crop_window("ABCDEFGH", 3, rng) for _ in range(50)}
+    assert len(windows) > 1 and all(w in "ABCDEFGH" and len(w) == 3 for w in windows)
+
+
+def _config(**overrides):
+    settings = dict(epochs=15, learning_rate=1e-2, warmup_steps=5, max_tokens=256, max_residues=40,
+                    precision="fp32", checkpoint_every=1000, seed=0)
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_training_learns_a_planted_motif(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    tiny_config.num_labels = 3
+    model = _seeded(tiny_config, 0, "eager")
+    before = classification_metrics(predict_logits(model, sequences, 40), labels)["accuracy"]
+    outcome = train(model, sequences, labels, sequences, labels, _config(), tmp_path, classification_metrics, progress=False)
+    history = outcome["history"]
+    assert history[-1]["train_loss"] < 0.7 * history[0]["train_loss"]
+    assert history[-1]["accuracy"] > max(before, majority_baseline(labels, labels)) + 0.2
+    assert outcome["train_tokens"] == sum(len(s) + 2 for s in sequences) * 15
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    config = _config(epochs=2, checkpoint_every=2, precision="bf16")
+    straight = _seeded(tiny_config, 0, "eager")
+    train(straight, sequences, labels, sequences, labels, config, tmp_path / "a", progress=False)
+    interrupted = _seeded(tiny_config, 0, "eager")
+    partial = train(interrupted, sequences, labels, sequences, labels, config, tmp_path / "b", progress=False, stop_after_steps=3)
+    assert partial["stopped_early"] and partial["step"] == 3
+    resumed = _seeded(tiny_config, 0, "eager")  # a fresh process: weights come from the checkpoint
+    outcome = train(resumed, sequences, labels, sequences, labels, config, tmp_path / "b", progress=False)
+    assert outcome["resumed_from_step"] == 3
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_resume_with_other_settings_is_refused(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    model = _seeded(tiny_config, 0, "eager")
+    train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False, stop_after_steps=1)
+    with pytest.raises(RuntimeError, match="other training settings"):
+        train(model, sequences, labels, sequences, labels, _config(epochs=1, learning_rate=1e-4), tmp_path, progress=False)
+    (tmp_path / "last.pt").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="last.pt: corrupt checkpoint"):
+        train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
+
+
+def test_predictions_do_not_depend_on_batching(tiny_model):
+    sequences = ["MKTAYIAKQRQISFVK", "MNIF", "GSHMSLFDKLKGLVGKEKPL", "MADQ"]
+    together = predict_logits(tiny_model, sequences, 64, max_tokens=4096)
+    alone = np.concatenate([predict_logits(tiny_model, [s], 64) for s in sequences])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
