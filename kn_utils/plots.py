@@ -83,3 +83,50 @@ def confusion_heatmap(matrix: np.ndarray) -> plt.Figure:
     axis.set_ylabel("true EC class")
     figure.tight_layout()
     return figure
+
+
+def scores_by_projection(table: pd.DataFrame, column: str, ylabel: str) -> plt.Figure:
+    """Box plot of one neuron score per layer, query/key/value side by side."""
+    from .neurons import PROJECTIONS
+
+    figure, axis = plt.subplots(figsize=(8, 3.5))
+    layers = sorted(table["layer"].unique())
+    colours = {"query": "#1b9e77", "key": "#d95f02", "value": "#7570b3"}
+    for offset, projection in zip((-0.27, 0, 0.27), PROJECTIONS):
+        values = [table.loc[(table["layer"] == layer) & (table["projection"] == projection), column] for layer in layers]
+        boxes = axis.boxplot(values, positions=np.array(layers) + offset, widths=0.22, patch_artist=True, showfliers=False)
+        for box in boxes["boxes"]:
+            box.set_facecolor(colours[projection])
+        axis.plot([], [], color=colours[projection], linewidth=6, label=projection)
+    axis.set_xticks(layers, [f"layer {layer}" for layer in layers])
+    axis.set_ylabel(ylabel)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def histogram(values: np.ndarray, xlabel: str, marks: dict[str, float] | None = None, log: bool = False) -> plt.Figure:
+    """A histogram of one distribution, with vertical marks (median, target...)."""
+    figure, axis = plt.subplots(figsize=(6, 3))
+    data = np.log10(np.maximum(values, 1e-12)) if log else values
+    axis.hist(data, bins=50, color="#4c72b0")
+    for (name, value), style in zip((marks or {}).items(), ("--", ":", "-.")):
+        axis.axvline(np.log10(value) if log else value, color="black", linestyle=style, label=f"{name} {value:.3g}")
+    axis.set_xlabel(f"log10 {xlabel}" if log else xlabel)
+    axis.set_ylabel("count")
+    if marks:
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def scatter_ranks(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str) -> plt.Figure:
+    """Rank-versus-rank scatter of two neuron scores."""
+    from scipy.stats import rankdata
+
+    figure, axis = plt.subplots(figsize=(4, 4))
+    axis.scatter(rankdata(x), rankdata(y), s=2, alpha=0.3)
+    axis.set_xlabel(f"rank by {xlabel}")
+    axis.set_ylabel(f"rank by {ylabel}")
+    figure.tight_layout()
+    return figure
