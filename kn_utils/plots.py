@@ -130,3 +130,84 @@ def scatter_ranks(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str) -> plt
     axis.set_ylabel(f"rank by {ylabel}")
     figure.tight_layout()
     return figure
+
+
+def accuracy_bars(results: pd.DataFrame, keep_fractions: list[float], levels: dict[str, float], metric: str = "accuracy") -> plt.Figure:
+    """Figure 2: test metric per kept fraction and selection rule; random as mean with min-max error bars over seeds."""
+    from .ablation import method_label
+
+    plain = results[(results["method"] != "full") & (results["ablation"] == "zero") & ~results["matched"]
+                    & results["keep_fraction"].isin(keep_fractions)].copy()
+    plain["rule"] = plain.apply(method_label, axis=1)
+    rules = list(dict.fromkeys(plain.sort_values("method", key=lambda m: m.map({"random": 0, "activation": 1, "ig_signed": 2, "ig_absolute": 3}))["rule"]))
+    figure, axis = plt.subplots(figsize=(10, 4))
+    width = 0.8 / len(rules)
+    fractions = sorted(keep_fractions, reverse=True)
+    for offset, rule in enumerate(rules):
+        stats = plain[plain["rule"] == rule].groupby("keep_fraction")[metric].agg(["mean", "min", "max"]).reindex(fractions)
+        positions = np.arange(len(fractions)) + (offset - (len(rules) - 1) / 2) * width
+        errors = np.vstack([stats["mean"] - stats["min"], stats["max"] - stats["mean"]])
+        axis.bar(positions, stats["mean"], width, yerr=errors if rule == "random" else None, capsize=3, label=rule)
+    for (name, level), style in zip(levels.items(), ("--", ":", "-.")):
+        axis.axhline(level, color="black", linestyle=style, linewidth=1, label=f"{name} {level:.3f}")
+    axis.set_xticks(range(len(fractions)), [f"keep {f:.0%}" for f in fractions])
+    axis.set_ylabel(f"test {metric.replace('_', ' ')}")
+    axis.legend(fontsize=7, ncol=3)
+    figure.tight_layout()
+    return figure
+
+
+def accuracy_curve(results: pd.DataFrame, levels: dict[str, float], metric: str = "accuracy") -> plt.Figure:
+    """Test metric against kept fraction (log axis) per selection rule, zero ablation, unmatched."""
+    from .ablation import method_label
+
+    plain = results[(results["method"] != "full") & (results["ablation"] == "zero") & ~results["matched"]].copy()
+    plain["rule"] = plain.apply(method_label, axis=1)
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for rule, group in plain.groupby("rule"):
+        curve = group.groupby("keep_fraction")[metric].mean()
+        axis.plot(curve.index, curve.values, marker="o", markersize=3, label=rule)
+    for (name, level), style in zip(levels.items(), ("--", ":", "-.")):
+        axis.axhline(level, color="black", linestyle=style, linewidth=1, label=f"{name} {level:.3f}")
+    axis.set_xscale("log")
+    axis.set_xlabel("fraction of the 5,760 neurons kept")
+    axis.set_ylabel(f"test {metric.replace('_', ' ')}")
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
+
+
+def kept_heatmaps(grids: dict[tuple[str, float], np.ndarray], n_layers: int, bin_width: int) -> plt.Figure:
+    """Figures 3-5: one panel per (method, sparsity); rows layer x {query, key, value}, cells fraction kept per unit group."""
+    from .neurons import PROJECTIONS
+
+    methods = list(dict.fromkeys(method for method, _ in grids))
+    sparsities = list(dict.fromkeys(sparsity for _, sparsity in grids))
+    figure, axes = plt.subplots(len(sparsities), len(methods), figsize=(3.2 * len(methods), 3.4 * len(sparsities)), squeeze=False)
+    labels = [f"L{layer} {name[0].upper()}" for layer in range(n_layers) for name in PROJECTIONS]
+    for row, sparsity in enumerate(sparsities):
+        for column, method in enumerate(methods):
+            axis = axes[row, column]
+            image = axis.imshow(grids[(method, sparsity)], aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            axis.set_title(f"{method}, {sparsity:.0%} sparsity", fontsize=9)
+            axis.set_yticks(range(len(labels)), labels if column == 0 else [], fontsize=6)
+            axis.set_xlabel(f"unit group ({bin_width} adjacent units)", fontsize=7)
+            axis.tick_params(axis="x", labelsize=6)
+    figure.colorbar(image, ax=axes, shrink=0.6, label="fraction kept")
+    return figure
+
+
+def kept_by_projection_bars(table: pd.DataFrame) -> plt.Figure:
+    """Fraction kept per projection type, one panel per sparsity, bars per method."""
+    sparsities = sorted(table["sparsity"].unique())
+    figure, axes = plt.subplots(1, len(sparsities), figsize=(4 * len(sparsities), 3), squeeze=False)
+    for axis, sparsity in zip(axes[0], sparsities):
+        subset = table[table["sparsity"] == sparsity].pivot(index="method", columns="projection", values="fraction_kept")
+        subset[["query", "key", "value"]].plot.bar(ax=axis, legend=axis is axes[0][0])
+        axis.axhline(1 - sparsity, color="black", linestyle=":", linewidth=1)
+        axis.set_title(f"{sparsity:.0%} sparsity", fontsize=9)
+        axis.set_xlabel("")
+        axis.tick_params(axis="x", rotation=30, labelsize=7)
+    axes[0][0].set_ylabel("fraction kept")
+    figure.tight_layout()
+    return figure

@@ -27,6 +27,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temporary)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; results are meant to be shared
         os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):

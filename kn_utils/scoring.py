@@ -40,21 +40,26 @@ def _batches(sequences: list[str], max_residues: int, max_tokens: int, rows_per_
 @torch.inference_mode()
 def activation_scores(model, sequences: list[str], labels: np.ndarray, max_residues: int, num_classes: int = 6,
                       max_tokens: int = 16384, progress: bool = False) -> dict[str, np.ndarray]:
-    """Mean |activation| per neuron over sequences (`mean`, (size,)) and per true class (`per_class`, (classes, size))."""
+    """Mean |activation| per neuron over sequences (`mean`, (size,)) and per true class (`per_class`, (classes, size)).
+
+    Also `mean_signed`: the plain mean output per neuron, the value mean-ablation puts in its place.
+    """
     index = NeuronIndex.of(model)
     device = next(model.parameters()).device
     per_example = np.zeros((len(sequences), index.size), dtype=np.float64)
+    signed = np.zeros((len(sequences), index.size), dtype=np.float64)
     model.eval()
     with attention_implementation(model, "sdpa"):
         for batch, input_ids, mask in tqdm(list(_batches(sequences, max_residues, max_tokens)), disable=not progress, desc="activations"):
             with recording(model) as outputs:
                 model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
             residues = residue_positions(input_ids).to(device)[..., None].double()
-            magnitude = torch.cat(outputs, dim=-1).abs().double()
-            per_example[batch] = ((magnitude * residues).sum(1) / residues.sum(1)).cpu().numpy()
+            output = torch.cat(outputs, dim=-1).double()
+            per_example[batch] = ((output.abs() * residues).sum(1) / residues.sum(1)).cpu().numpy()
+            signed[batch] = ((output * residues).sum(1) / residues.sum(1)).cpu().numpy()
     per_class = np.stack([per_example[labels == c].mean(0) if (labels == c).any() else np.full(index.size, np.nan)
                           for c in range(num_classes)])
-    return {"mean": per_example.mean(0), "per_class": per_class, "per_example": per_example}
+    return {"mean": per_example.mean(0), "per_class": per_class, "per_example": per_example, "mean_signed": signed.mean(0)}
 
 
 def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:

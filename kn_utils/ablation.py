@@ -1,0 +1,213 @@
+"""Submodels: keep a chosen set of query/key/value neurons and ablate the rest, reversibly, without copying the model.
+
+Ablation is a gate on each projection's output (see `neurons.gated`): `zero` multiplies an ablated
+neuron's output by 0 (the same as zeroing its weight row and bias), `mean` replaces it by the neuron's
+mean output over residues. Leaving the block restores the model bit for bit; no weight is written.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .neurons import PROJECTIONS, NeuronIndex, projections
+
+METHODS = ("random", "activation", "ig_signed", "ig_absolute")
+
+
+def keep_count(size: int, keep_fraction: float) -> int:
+    """Number of neurons a keep fraction means (at least one)."""
+    return max(1, int(round(size * keep_fraction)))
+
+
+def select(scores: np.ndarray, keep_fraction: float, direction: str = "high") -> np.ndarray:
+    """Sorted ids of the kept neurons: the top (`high`) or bottom (`low`) scores.
+
+    Ties are broken by neuron id, so a selection is a pure function of its inputs.
+    """
+    raise_if_bad_fraction(keep_fraction)
+    if direction not in ("high", "low"):
+        raise ValueError(f"direction must be 'high' or 'low', not {direction!r}")
+    keys = -np.asarray(scores, dtype=np.float64) if direction == "high" else np.asarray(scores, dtype=np.float64)
+    order = np.lexsort((np.arange(len(keys)), keys))
+    return np.sort(order[: keep_count(len(keys), keep_fraction)])
+
+
+def select_random(size: int, keep_fraction: float, seed: int) -> np.ndarray:
+    """Sorted ids of a uniformly random kept set of `keep_count(size, keep_fraction)` neurons."""
+    raise_if_bad_fraction(keep_fraction)
+    return np.sort(np.random.default_rng(seed).permutation(size)[: keep_count(size, keep_fraction)])
+
+
+def select_matched(scores: np.ndarray, index: NeuronIndex, keep_fraction: float, direction: str = "high") -> np.ndarray:
+    """Like `select`, but the same number kept in each projection type (query/key/value), ranked within it."""
+    raise_if_bad_fraction(keep_fraction)
+    table = index.table()
+    kept = []
+    for projection in PROJECTIONS:
+        ids = table.index[table["projection"] == projection].to_numpy()
+        kept.append(ids[select(np.asarray(scores)[ids], keep_fraction, direction)])
+    return np.sort(np.concatenate(kept))
+
+
+def raise_if_bad_fraction(keep_fraction: float) -> None:
+    """Refuse keep fractions outside (0, 1]."""
+    if not 0 < keep_fraction <= 1:
+        raise ValueError(f"keep_fraction must be in (0, 1], not {keep_fraction}")
+
+
+def keep_mask(size: int, kept: np.ndarray) -> torch.Tensor:
+    """A (size,) float tensor: 1 for kept neurons, 0 for ablated ones."""
+    mask = torch.zeros(size)
+    mask[torch.as_tensor(kept, dtype=torch.long)] = 1.0
+    return mask
+
+
+@contextlib.contextmanager
+def submodel(model, kept: np.ndarray, ablation: str = "zero", means: np.ndarray | None = None) -> Iterator[None]:
+    """Run the model with only `kept` neurons; the others zeroed (`zero`) or set to their mean output (`mean`)."""
+    index = NeuronIndex.of(model)
+    keep = keep_mask(index.size, kept).to(next(model.parameters()).device)
+    if ablation == "zero":
+        shift = None
+    elif ablation == "mean":
+        if means is None or len(means) != index.size:
+            raise ValueError("mean ablation needs the mean output of every neuron (`means`, one per neuron)")
+        shift = (1 - keep) * torch.as_tensor(means, dtype=torch.float32, device=keep.device)
+    else:
+        raise ValueError(f"ablation must be 'zero' or 'mean', not {ablation!r}")
+    handles = []
+    try:
+        for position, module in enumerate(projections(model)):
+            block = slice(position * index.units, (position + 1) * index.units)
+            gate, offset = keep[block], None if shift is None else shift[block]
+            def hook(_module, _inputs, output, gate=gate, offset=offset):
+                gated_output = output * gate.to(output.dtype)
+                return gated_output if offset is None else gated_output + offset.to(output.dtype)
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def plan_sweep(keep_fractions: list[float], random_seeds: int, curve_fractions: list[float] = ()) -> list[dict]:
+    """The submodels of the study: random (several seeds), activation, IG signed/absolute by high and low score,
+    then the controls (per-projection matched sizes, mean ablation) and a finer curve. One dict per submodel."""
+    plan = [{"method": "full", "direction": "-", "ablation": "none", "keep_fraction": 1.0, "seed": -1, "matched": False}]
+    for fraction in keep_fractions:
+        plan += [{"method": "random", "direction": "-", "ablation": "zero", "keep_fraction": fraction, "seed": seed, "matched": False}
+                 for seed in range(random_seeds)]
+        plan += [{"method": method, "direction": direction, "ablation": "zero", "keep_fraction": fraction, "seed": -1, "matched": False}
+                 for method in METHODS[1:] for direction in ("high", "low")]
+        plan += [{"method": method, "direction": "high", "ablation": "zero", "keep_fraction": fraction, "seed": -1, "matched": True}
+                 for method in ("activation", "ig_signed")]
+        plan += [{"method": method, "direction": direction, "ablation": "mean", "keep_fraction": fraction, "seed": seed, "matched": False}
+                 for method, direction, seed in (("random", "-", 0), ("activation", "high", -1), ("ig_signed", "high", -1), ("ig_signed", "low", -1))]
+    for fraction in curve_fractions:
+        if fraction not in keep_fractions:
+            plan += [{"method": method, "direction": direction, "ablation": "zero", "keep_fraction": fraction, "seed": seed, "matched": False}
+                     for method, direction, seed in (("random", "-", 0), ("activation", "high", -1), ("ig_signed", "high", -1), ("ig_signed", "low", -1))]
+    return plan
+
+
+def kept_neurons(spec: dict, scores: "pd.DataFrame", index: NeuronIndex) -> np.ndarray:
+    """The kept neuron ids of one planned submodel, from the tidy score table (columns named like the methods)."""
+    if spec["method"] == "full":
+        return np.arange(index.size)
+    if spec["method"] == "random":
+        return select_random(index.size, spec["keep_fraction"], spec["seed"])
+    values = scores[spec["method"]].to_numpy()
+    if spec["matched"]:
+        return select_matched(values, index, spec["keep_fraction"], spec["direction"])
+    return select(values, spec["keep_fraction"], spec["direction"])
+
+
+def run_sweep(model, sequences: list[str], labels: np.ndarray, plan: list[dict], scores: "pd.DataFrame",
+              means: np.ndarray, max_residues: int, precision: str = "fp32", progress: bool = False) -> "pd.DataFrame":
+    """Evaluate every planned submodel on the sequences: one row per submodel with its metrics and kept count."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from .metrics import classification_metrics
+    from .training import predict_logits
+
+    index = NeuronIndex.of(model)
+    rows = []
+    for spec in tqdm(plan, disable=not progress, desc="submodels"):
+        kept = kept_neurons(spec, scores, index)
+        with submodel(model, kept, "zero" if spec["ablation"] == "none" else spec["ablation"], means):
+            logits = predict_logits(model, sequences, max_residues, precision=precision)
+        rows.append({**spec, "n_kept": len(kept), **classification_metrics(logits, labels)})
+    return pd.DataFrame(rows)
+
+
+# The paper's Table 1 (test accuracy by kept fraction), for side-by-side comparison.
+PAPER_TABLE1 = {
+    "random": {1.0: 0.9131, 0.5: 0.1798, 0.25: 0.0878, 0.1: 0.1866, 0.01: 0.1866},
+    "activation": {1.0: 0.9131, 0.5: 0.2850, 0.25: 0.2842, 0.1: 0.2889, 0.01: 0.2965},
+    "integrated gradients": {1.0: 0.9131, 0.5: 0.3550, 0.25: 0.3122, 0.1: 0.2890, 0.01: 0.2965},
+}
+
+
+def method_label(row) -> str:
+    """Readable name of a submodel's selection rule, e.g. 'IG signed (high)' or 'activation, matched'."""
+    names = {"random": "random", "activation": "activation", "ig_signed": "IG signed", "ig_absolute": "IG |.|", "full": "full model"}
+    label = names[row["method"]]
+    if row["direction"] in ("high", "low") and row["method"] != "activation":
+        label += f" ({row['direction']})"
+    elif row["method"] == "activation" and row["direction"] == "low":
+        label += " (low)"
+    if row.get("matched"):
+        label += ", matched per projection"
+    if row["ablation"] == "mean":
+        label += ", mean-ablated"
+    return label
+
+
+def table1(results: "pd.DataFrame", keep_fractions: list[float], metric: str = "accuracy") -> "pd.DataFrame":
+    """Our Table 1: one row per selection rule (random as mean ± sd over seeds), one column per kept fraction."""
+    import pandas as pd
+
+    full = float(results.loc[results["method"] == "full", metric].iloc[0])
+    plain = results[(results["method"] != "full") & (results["ablation"] == "zero") & ~results["matched"]
+                    & results["keep_fraction"].isin(keep_fractions)].copy()
+    plain["rule"] = plain.apply(method_label, axis=1)
+    grouped = plain.groupby(["rule", "keep_fraction"])[metric].agg(["mean", "std", "count"])
+    cells = grouped.apply(lambda r: f"{r['mean']:.4f} ± {r['std']:.4f}" if r["count"] > 1 else f"{r['mean']:.4f}", axis=1)
+    table = cells.unstack("keep_fraction")[sorted(keep_fractions, reverse=True)]
+    table.insert(0, 1.0, f"{full:.4f}")
+    table.columns = [f"{fraction:.0%}" for fraction in table.columns]
+    return table
+
+
+def paper_table1() -> "pd.DataFrame":
+    """The paper's Table 1 in the same layout as `table1`."""
+    import pandas as pd
+
+    table = pd.DataFrame(PAPER_TABLE1).T
+    table.columns = [f"{fraction:.0%}" for fraction in table.columns]
+    return table.map(lambda value: f"{value:.4f}")
+
+
+def inference_speed(model, sequences: list[str], max_residues: int, kept: np.ndarray, repeats: int = 3,
+                    precision: str = "fp32") -> dict[str, float]:
+    """Median sequences/s of plain inference and of the same batches through a submodel's hooks, and their ratio."""
+    import statistics
+    import time
+
+    from .training import predict_logits
+
+    timings: dict[str, list[float]] = {"plain": [], "submodel": []}
+    for _ in range(repeats):
+        for name in ("plain", "submodel"):
+            context = submodel(model, kept) if name == "submodel" else contextlib.nullcontext()
+            started = time.perf_counter()
+            with context:
+                predict_logits(model, sequences, max_residues, precision=precision)
+            timings[name].append(len(sequences) / (time.perf_counter() - started))
+    speeds = {f"{name}_sequences_per_s": statistics.median(values) for name, values in timings.items()}
+    speeds["ratio"] = speeds["submodel_sequences_per_s"] / speeds["plain_sequences_per_s"]
+    return speeds
