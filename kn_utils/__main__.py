@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--publish", action="store_true", help="then copy notebooks, results and figures into the repository")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "YAML_VALUE"), default=[],
                      help="override one notebook parameter")
-    publish = commands.add_parser("publish", help="copy a finished run into notebooks/, results/ and figures/")
+    publish = commands.add_parser("publish", help="copy a finished run into notebooks/, results/ and figures/, then update README")
     publish.add_argument("--profile", default="full")
+    commands.add_parser("report", help="regenerate README's Results section from results/*.json")
     predict = commands.add_parser("predict", help="predict the EC class of each sequence of a FASTA file")
     predict.add_argument("--model", required=True, help="a model folder saved by notebook 02 (runs/PROFILE/model)")
     predict.add_argument("fasta", help="FASTA file, optionally gzipped")
@@ -61,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "report":
+        from .report import update_readme
+
+        update_readme()
+        return 0
     from .runner import publish as publish_run, run_profile
 
     if args.command == "run":

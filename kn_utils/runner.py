@@ -55,4 +55,7 @@ def publish(profile: str = "full") -> list[Path]:
         for path in sorted(source.glob(pattern)):
             shutil.copy2(path, destination / path.name)
             copied.append(destination / path.name)
+    from .report import update_readme
+
+    update_readme()
     return copied

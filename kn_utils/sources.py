@@ -79,7 +79,13 @@ def resolve_source(name: str, mirror: str | os.PathLike | None = None, raw_dir: 
         return path
     if not allow_download:
         raise DataFileError(f"{path}: not found, no mirror given (set {MIRROR_ENV}) and downloads are off")
-    return download(UPSTREAM_URLS[name], path)
+    import requests
+
+    try:
+        return download(UPSTREAM_URLS[name], path)
+    except requests.RequestException as error:
+        raise DataFileError(f"{UPSTREAM_URLS[name]}: download failed ({type(error).__name__}); without network, "
+                            f"set {MIRROR_ENV} to a folder holding {name}") from None
 
 
 def resolve_sources(mirror: str | os.PathLike | None = None, raw_dir: Path = RAW_DIR, allow_download: bool = True) -> dict[str, Path]:

@@ -1,0 +1,125 @@
+"""The README's Results section, generated from the committed result files (results/*.json)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .provenance import REPO_ROOT
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+def _load(results: Path, stage: str) -> dict | None:
+    path = results / f"{stage}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _weights(result: dict) -> str:
+    init = result.get("init", "unknown")
+    if init == "pretrained":
+        return f"pretrained ESM-2 weights (`{result.get('model_source')}`)"
+    return f"**random init** (`{result.get('model_source')}`), not pretrained ESM-2"
+
+
+def _data_section(data: dict) -> list[str]:
+    counts = data["counts"]
+    per_class = {c: counts["train"][c] + counts["test"][c] for c in counts["train"]}
+    return [
+        "### Dataset (notebook 01)",
+        f"{data['n_sequences']:,} distinct enzyme sequences ({data['n_train']:,} train / {data['n_test']:,} test, stratified, seeded), "
+        f"per EC class {', '.join(f'{c}: {n:,}' for c, n in per_class.items())} (the paper: 11,731, about 2,000 per class). "
+        f"Dropped: {', '.join(f'{k.replace('_', ' ')} {v:,}' for k, v in sorted(data['dropped'].items(), key=lambda kv: -kv[1]))}. "
+        f"{data.get('test_accessions_seen_in_train', 0):.0%} of test sequences share a UniProt accession with a training sequence.",
+        "",
+        "![class counts](figures/01_class_counts.png)",
+        "",
+    ]
+
+
+def _finetune_section(finetune: dict) -> list[str]:
+    epochs = len(finetune["history"])
+    return [
+        "### Fine-tuning (notebook 02)",
+        f"Weights: {_weights(finetune)}.",
+        "",
+        "| metric | ours | paper |",
+        "| --- | --- | --- |",
+        f"| test accuracy | {finetune['accuracy']:.4f} | 0.9131 (pretrained) |",
+        f"| balanced accuracy | {finetune['balanced_accuracy']:.4f} | – |",
+        f"| macro-F1 | {finetune['macro_f1']:.4f} | – |",
+        f"| majority-class baseline | {finetune['majority_baseline']:.4f} | – |",
+        "",
+        f"{epochs} epochs, {finetune['wall_s'] / 60:.1f} min wall on {finetune['provenance']['torch_threads']} CPU threads "
+        f"({finetune['train_tokens_per_s']:,.0f} training tokens/s, peak RSS {finetune['peak_rss_mb']:,.0f} MB).",
+        "",
+        "![training curve](figures/02_training_curve.png)",
+        "",
+    ]
+
+
+def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
+    lines = ["### Neuron scores (notebooks 03–04)"]
+    if activations:
+        lines.append(f"Activation scores of all {activations['n_neurons']:,} neurons over {activations['n_examples']:,} test sequences "
+                     f"(residue positions only); split-half Spearman {activations['split_half_spearman']:.3f}.")
+    if ig:
+        lines.append(f"Integrated gradients, {ig['path']}, {ig['steps']}-node {ig['rule']} quadrature: completeness error median "
+                     f"{ig['completeness_error_median']:.2%} (90th percentile {ig['completeness_error_p90']:.2%}); split-half Spearman "
+                     f"{ig['split_half_spearman']:.3f}; {ig['steps']} vs more steps Spearman {ig['steps_spearman']:.3f}; "
+                     f"{ig['ig_seconds'] / 60:.1f} min for the whole test set on CPU, peak RSS {ig['peak_rss_mb']:,.0f} MB.")
+    return lines + [""]
+
+
+def _ablation_section(ablation: dict) -> list[str]:
+    import pandas as pd
+
+    from .ablation import paper_table1, table1
+
+    frame = pd.DataFrame(ablation["submodels"])
+    frame["seed"] = frame["seed"].fillna(-1)
+    fractions = ablation["provenance"]["parameters"]["keep_fractions"]
+    ours = table1(frame, fractions)
+    return ["### Table 1 (notebook 05)", "Ours (test accuracy; random: mean ± sd over seeds):", "", ours.to_markdown(), "",
+            "The paper's:", "", paper_table1().to_markdown(), "",
+            f"Majority class {ablation['majority_baseline']:.4f}, chance {ablation['chance']:.4f}. "
+            f"{ablation['n_submodels']} submodels in {ablation['sweep_seconds'] / 60:.1f} min; submodel evaluation runs at "
+            f"{ablation['evaluation_speed']['ratio']:.0%} of plain inference speed.", "",
+            "![Figure 2](figures/05_figure2_accuracy.png)", ""]
+
+
+def _heatmaps_section(heatmaps: dict) -> list[str]:
+    import pandas as pd
+
+    tests = pd.DataFrame(heatmaps["tests"])[["claim", "method", "sparsity", "statistic", "p_value", "p_holm"]]
+    return ["### Where the kept neurons sit (notebook 06)", "", "![heatmaps](figures/06_kept_heatmaps.png)", "",
+            "Permutation tests of the paper's claims against random kept sets of the same size (Holm-corrected):", "",
+            tests.round(4).to_markdown(index=False), ""]
+
+
+def render(results: Path = REPO_ROOT / "results") -> str:
+    """Markdown of every result file present, in stage order."""
+    lines: list[str] = []
+    data, finetune = _load(results, "data"), _load(results, "finetune")
+    activations, ig = _load(results, "activations"), _load(results, "integrated_gradients")
+    ablation, heatmaps = _load(results, "ablation"), _load(results, "heatmaps")
+    if data:
+        lines += _data_section(data)
+    if finetune:
+        lines += _finetune_section(finetune)
+    if activations or ig:
+        lines += _scores_section(activations, ig)
+    if ablation:
+        lines += _ablation_section(ablation)
+    if heatmaps:
+        lines += _heatmaps_section(heatmaps)
+    return "\n".join(lines) if lines else "No committed results yet: run `make study`."
+
+
+def update_readme(readme: Path = REPO_ROOT / "README.md") -> None:
+    """Replace the text between the results markers of README.md with `render()`."""
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{readme}: no {BEGIN} ... {END} markers")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{render()}\n{END}{tail}")
