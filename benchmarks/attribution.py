@@ -20,7 +20,7 @@ import torch
 from captum.attr import IntegratedGradients
 
 from kn_utils.alphabet import PAD_ID, encode, pad_batch
-from kn_utils.model import _seeded, esm2_config
+from kn_utils.model import random_classifier, esm2_config
 from kn_utils.neurons import NeuronIndex
 from kn_utils.scoring import integrated_gradients, true_class_probability
 
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--max-residues", type=int, default=256)
     parser.add_argument("--steps", type=int, default=8)
     args = parser.parse_args()
-    model = _seeded(esm2_config(initializer_range=0.1), 0, "eager").eval()
+    model = random_classifier(esm2_config(initializer_range=0.1), 0, "eager").eval()
     sequences, labels = _sequences(args.examples, args.max_residues)
     print(f"ESM-2 8M architecture, {NeuronIndex.of(model).size} neurons, {args.examples} examples of up to "
           f"{args.max_residues} residues, torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.model import _seeded, esm2_config
+from kn_utils.model import random_classifier, esm2_config
 from kn_utils.training import TrainConfig, train
 
 
@@ -40,7 +40,7 @@ def benchmark_sequences(count: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens: int) -> float:
     """Real tokens per second of `kn_utils.training.train` for one epoch."""
-    model = _seeded(esm2_config(), 0, "eager")
+    model = random_classifier(esm2_config(), 0, "eager")
     config = TrainConfig(epochs=1, max_residues=max_residues, max_tokens=max_tokens, warmup_steps=10, checkpoint_every=10**9)
     with tempfile.TemporaryDirectory() as folder:
         outcome = train(model, sequences, labels, [], labels[:0], config, folder, progress=False)
@@ -49,7 +49,7 @@ def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens
 
 def baseline(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens: int) -> float:
     """Real tokens per second of a plain loop: fixed-length padded batches, default attention, fp32."""
-    model = _seeded(esm2_config(), 0, "sdpa")
+    model = random_classifier(esm2_config(), 0, "sdpa")
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.01)
     width = max_residues + 2

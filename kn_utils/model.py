@@ -62,12 +62,13 @@ def esm2_config(num_labels: int = 6, **overrides) -> EsmConfig:
     return EsmConfig(**settings)
 
 
-def _seeded(config: EsmConfig, seed: int, attn_implementation: str) -> EsmForSequenceClassification:
-    """Build a randomly initialised classifier with the global RNG seeded (restored afterwards)."""
+def random_classifier(config: EsmConfig, seed: int, attn_implementation: str = "sdpa") -> EsmForSequenceClassification:
+    """A randomly initialised classifier of `config`, drawn with the RNG seeded by `seed` (global RNG restored after)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        config._attn_implementation = attn_implementation
-        return EsmForSequenceClassification(config)
+        model = EsmForSequenceClassification(config)
+    model.set_attn_implementation(attn_implementation)
+    return model
 
 
 def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed: int = 0, num_labels: int = 6,
@@ -94,7 +95,7 @@ def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed
             message = RANDOM_INIT_BANNER.format(seed=seed) + f" (loading {source!r} failed: {str(error).splitlines()[0]})"
             warnings.warn(message, stacklevel=2)
             print("!" * 100 + "\n" + message + "\n" + "!" * 100)
-    model = _seeded(esm2_config(num_labels, initializer_range=init_std), seed, attn_implementation)
+    model = random_classifier(esm2_config(num_labels, initializer_range=init_std), seed, attn_implementation)
     return model, ModelInfo("random", f"random-init:{HUB_ID}-architecture(std={init_std})", seed)
 
 

@@ -55,7 +55,7 @@ def training_curve(history: list[dict], baselines: dict[str, float]) -> plt.Figu
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     loss_axis.plot(frame["epoch"], frame["train_loss"], marker="o")
     loss_axis.set_xlabel("epoch")
-    loss_axis.set_ylabel("training loss (class-weighted CE)")
+    loss_axis.set_ylabel("training loss (cross-entropy)")
     for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
         if metric in frame:
             score_axis.plot(frame["epoch"], frame[metric], marker="o", label=metric.replace("_", " "))

@@ -29,7 +29,7 @@ class TrainConfig:
     max_tokens: int = 4096  # padded tokens per batch
     max_residues: int = 256  # residues the model sees per sequence
     crop: str = "random"  # training window: random | first (evaluation always takes the first residues)
-    class_weighting: str = "balanced"  # balanced | none: cross-entropy weights inverse to class frequency
+    class_weighting: str = "none"  # none | balanced: cross-entropy weights inverse to class frequency
     grad_clip: float = 1.0
     precision: str = "bf16"  # bf16 | fp32 autocast for the forward pass
     seed: int = 0

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from kn_utils.model import _seeded, esm2_config
+from kn_utils.model import random_classifier, esm2_config
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -71,7 +71,7 @@ def tiny_config():
 @pytest.fixture
 def tiny_model(tiny_config):
     """A seeded random tiny ESM-2 classifier in eval mode."""
-    return _seeded(tiny_config, 0, "eager").eval()
+    return random_classifier(tiny_config, 0, "eager").eval()
 
 
 def random_protein(rng: np.random.Generator, length: int) -> str:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.model import CheckpointError, ModelInfo, _seeded, load_classifier, load_finetuned, save_classifier, select_device, weights_banner
+from kn_utils.model import CheckpointError, ModelInfo, random_classifier, load_classifier, load_finetuned, save_classifier, select_device, weights_banner
 
 
 def _logits(model, sequences=("MKTAYIAKQR", "MNIF")):
@@ -13,7 +13,7 @@ def _logits(model, sequences=("MKTAYIAKQR", "MNIF")):
 
 
 def test_random_init_is_seeded(tiny_config):
-    first, second, other = (_seeded(tiny_config, s, "eager").eval() for s in (1, 1, 2))
+    first, second, other = (random_classifier(tiny_config, s, "eager").eval() for s in (1, 1, 2))
     assert torch.equal(_logits(first), _logits(second))
     assert not torch.equal(_logits(first), _logits(other))
 

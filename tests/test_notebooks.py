@@ -18,7 +18,7 @@ from kn_utils.runs import run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKED = REPO / "tests" / "nbval"
-STAGES = {"01": "data", "02": "finetune"}
+STAGES = {"01": "data", "02": "finetune", "03": "activations", "04": "integrated_gradients", "05": "ablation", "06": "heatmaps"}
 
 
 def _code_cells(path: Path) -> list[str]:
@@ -89,6 +89,39 @@ def test_every_result_records_its_provenance(results):
     finetune = results["finetune"]["provenance"]
     assert finetune["model"]["init"] == "random" and finetune["device"] in {"cpu", "cuda"}
     assert finetune["inputs"]["dataset_sha256"] == results["data"]["provenance"]["inputs"]["dataset_sha256"]
+
+
+def test_scores_cover_every_neuron(quick_run, results):
+    import pandas as pd
+
+    table = pd.read_parquet(quick_run / "neuron_scores.parquet")
+    assert len(table) == 5760 == results["activations"]["n_neurons"] == results["integrated_gradients"]["n_neurons"]
+    assert table.groupby(["layer", "projection"]).size().eq(320).all()
+    assert (table["activation"] > 0).all() and (table["ig_absolute"] >= table["ig_signed"].abs() - 1e-9).all()
+    ig = results["integrated_gradients"]
+    assert ig["completeness_error_median"] < 0.1  # the quick model is barely trained: a loose bound, a real check
+    assert -1 <= ig["split_half_spearman"] <= 1 and ig["n_examples"] == results["data"]["n_test"]
+    assert results["activations"]["positions"].startswith("residues only")
+
+
+def test_ablation_records_every_submodel(results):
+    ablation = results["ablation"]
+    rows = ablation["submodels"]
+    assert len(rows) == ablation["n_submodels"]
+    for row in rows:
+        assert {"method", "direction", "ablation", "keep_fraction", "seed", "accuracy", "balanced_accuracy", "macro_f1"} <= set(row)
+    full = [row for row in rows if row["method"] == "full"]
+    assert len(full) == 1 and full[0]["accuracy"] == pytest.approx(results["finetune"]["accuracy"], abs=1e-9)
+    assert {row["seed"] for row in rows if row["method"] == "random" and row["ablation"] == "zero"} == {0, 1}
+    assert {row["ablation"] for row in rows} == {"none", "zero", "mean"}
+    assert set(ablation["evaluation_speed"]) == {"plain_sequences_per_s", "submodel_sequences_per_s", "ratio"}
+
+
+def test_heatmap_tests_have_p_values(results):
+    heatmaps = results["heatmaps"]
+    assert heatmaps["tests"] and all(0 < test["p_value"] <= 1 and "statistic" in test for test in heatmaps["tests"])
+    fractions = heatmaps["kept_fractions"]["random@0.5"]
+    assert len(fractions) == 18 and abs(sum(fractions.values()) / 18 - 0.5) < 1e-9
 
 
 def test_saved_model_is_loadable_and_marked_random(quick_run):

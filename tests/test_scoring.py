@@ -5,7 +5,7 @@ import torch
 from captum.attr import IntegratedGradients
 
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.model import _seeded, esm2_config
+from kn_utils.model import random_classifier, esm2_config
 from kn_utils.neurons import PROJECTIONS, NeuronIndex, gated, hook_count, projections, recording
 from kn_utils.scoring import activation_scores, integrated_gradients, quadrature, true_class_probability
 
@@ -21,7 +21,7 @@ def test_index_is_derived_from_the_model(tiny_model):
     assert index.address(16 + 5) == (0, "key", 5) and index.address(3 * 16) == (1, "query", 0)
     table = index.table()
     assert len(table) == index.size and table.groupby("projection").size().tolist() == [32, 32, 32]
-    bigger = _seeded(esm2_config(hidden_size=24, num_hidden_layers=3, num_attention_heads=4, intermediate_size=32), 0, "eager")
+    bigger = random_classifier(esm2_config(hidden_size=24, num_hidden_layers=3, num_attention_heads=4, intermediate_size=32), 0, "eager")
     assert NeuronIndex.of(bigger).size == 3 * 3 * 24
 
 
@@ -32,7 +32,7 @@ def _logits(model, sequences=SEQUENCES):
 
 
 def test_scaling_weight_row_and_bias_equals_scaling_the_output(tiny_config):
-    model = _seeded(tiny_config, 0, "eager").eval()
+    model = random_classifier(tiny_config, 0, "eager").eval()
     index = NeuronIndex.of(model)
     alpha, flat = 0.37, index.flat(1, "key", 7)
     gates = torch.ones(index.size)
@@ -94,7 +94,7 @@ def test_ig_matches_captum(tiny_model):
 
 @pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
 def test_completeness_with_enough_steps(tiny_config, rule):
-    model = _seeded(esm2_config(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
+    model = random_classifier(esm2_config(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
                                 initializer_range=0.3), 0, "eager").eval()  # larger weights: a curved path
     result = integrated_gradients(model, SEQUENCES, LABELS, max_residues=64, steps=64, rule=rule)
     delta = result["p_on"] - result["p_off"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kn_utils.metrics import classification_metrics, majority_baseline
-from kn_utils.model import _seeded
+from kn_utils.model import random_classifier
 from kn_utils.training import TrainConfig, class_weights, crop_window, learning_rate_at, length_batches, predict_logits, train
 
 
@@ -55,7 +55,7 @@ def _config(**overrides):
 def test_training_learns_a_planted_motif(tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
     tiny_config.num_labels = 3
-    model = _seeded(tiny_config, 0, "eager")
+    model = random_classifier(tiny_config, 0, "eager")
     before = classification_metrics(predict_logits(model, sequences, 40), labels)["accuracy"]
     outcome = train(model, sequences, labels, sequences, labels, _config(), tmp_path, classification_metrics, progress=False)
     history = outcome["history"]
@@ -67,12 +67,12 @@ def test_training_learns_a_planted_motif(tiny_config, toy_task, tmp_path):
 def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
     config = _config(epochs=2, checkpoint_every=2, precision="bf16")
-    straight = _seeded(tiny_config, 0, "eager")
+    straight = random_classifier(tiny_config, 0, "eager")
     train(straight, sequences, labels, sequences, labels, config, tmp_path / "a", progress=False)
-    interrupted = _seeded(tiny_config, 0, "eager")
+    interrupted = random_classifier(tiny_config, 0, "eager")
     partial = train(interrupted, sequences, labels, sequences, labels, config, tmp_path / "b", progress=False, stop_after_steps=3)
     assert partial["stopped_early"] and partial["step"] == 3
-    resumed = _seeded(tiny_config, 0, "eager")  # a fresh process: weights come from the checkpoint
+    resumed = random_classifier(tiny_config, 0, "eager")  # a fresh process: weights come from the checkpoint
     outcome = train(resumed, sequences, labels, sequences, labels, config, tmp_path / "b", progress=False)
     assert outcome["resumed_from_step"] == 3
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
@@ -81,7 +81,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path)
 
 def test_resume_with_other_settings_is_refused(tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
-    model = _seeded(tiny_config, 0, "eager")
+    model = random_classifier(tiny_config, 0, "eager")
     train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False, stop_after_steps=1)
     with pytest.raises(RuntimeError, match="other training settings"):
         train(model, sequences, labels, sequences, labels, _config(epochs=1, learning_rate=1e-4), tmp_path, progress=False)
