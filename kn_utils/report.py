@@ -24,11 +24,13 @@ def _weights(result: dict) -> str:
 def _data_section(data: dict) -> list[str]:
     counts = data["counts"]
     per_class = {c: counts["train"][c] + counts["test"][c] for c in counts["train"]}
+    reasons = sorted(data["dropped"].items(), key=lambda item: -item[1])
+    dropped = ", ".join(f"{reason.replace('_', ' ')} {count:,}" for reason, count in reasons)
     return [
         "### Dataset (notebook 01)",
         f"{data['n_sequences']:,} distinct enzyme sequences ({data['n_train']:,} train / {data['n_test']:,} test, stratified, seeded), "
         f"per EC class {', '.join(f'{c}: {n:,}' for c, n in per_class.items())} (the paper: 11,731, about 2,000 per class). "
-        f"Dropped: {', '.join(f'{k.replace('_', ' ')} {v:,}' for k, v in sorted(data['dropped'].items(), key=lambda kv: -kv[1]))}. "
+        f"Dropped: {dropped}. "
         f"{data.get('test_accessions_seen_in_train', 0):.0%} of test sequences share a UniProt accession with a training sequence.",
         "",
         "![class counts](figures/01_class_counts.png)",
