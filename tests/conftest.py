@@ -104,4 +104,3 @@ def pytest_configure(config):
     mirror = REPO.parent / "shared" / "mirror"
     if "KN_MIRROR" not in os.environ and mirror.exists():
         os.environ["KN_MIRROR"] = str(mirror)
-    os.environ.setdefault("MPLBACKEND", "Agg")
