@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterator
 
 import numpy as np
+import pandas as pd
 import torch
 
 from .neurons import PROJECTIONS, NeuronIndex, projections
@@ -113,7 +114,7 @@ def plan_sweep(keep_fractions: list[float], random_seeds: int, curve_fractions: 
     return plan
 
 
-def kept_neurons(spec: dict, scores: "pd.DataFrame", index: NeuronIndex) -> np.ndarray:
+def kept_neurons(spec: dict, scores: pd.DataFrame, index: NeuronIndex) -> np.ndarray:
     """The kept neuron ids of one planned submodel, from the tidy score table (columns named like the methods)."""
     if spec["method"] == "full":
         return np.arange(index.size)
@@ -125,10 +126,9 @@ def kept_neurons(spec: dict, scores: "pd.DataFrame", index: NeuronIndex) -> np.n
     return select(values, spec["keep_fraction"], spec["direction"])
 
 
-def run_sweep(model, sequences: list[str], labels: np.ndarray, plan: list[dict], scores: "pd.DataFrame",
-              means: np.ndarray, max_residues: int, precision: str = "fp32", progress: bool = False) -> "pd.DataFrame":
+def run_sweep(model, sequences: list[str], labels: np.ndarray, plan: list[dict], scores: pd.DataFrame,
+              means: np.ndarray, max_residues: int, precision: str = "fp32", progress: bool = False) -> pd.DataFrame:
     """Evaluate every planned submodel on the sequences: one row per submodel with its metrics and kept count."""
-    import pandas as pd
     from tqdm.auto import tqdm
 
     from .metrics import classification_metrics
@@ -167,9 +167,8 @@ def method_label(row) -> str:
     return label
 
 
-def table1(results: "pd.DataFrame", keep_fractions: list[float], metric: str = "accuracy") -> "pd.DataFrame":
+def table1(results: pd.DataFrame, keep_fractions: list[float], metric: str = "accuracy") -> pd.DataFrame:
     """Our Table 1: one row per selection rule (random as mean ± sd over seeds), one column per kept fraction."""
-    import pandas as pd
 
     full = float(results.loc[results["method"] == "full", metric].iloc[0])
     plain = results[(results["method"] != "full") & (results["ablation"] == "zero") & ~results["matched"]
@@ -183,9 +182,8 @@ def table1(results: "pd.DataFrame", keep_fractions: list[float], metric: str = "
     return table
 
 
-def paper_table1() -> "pd.DataFrame":
+def paper_table1() -> pd.DataFrame:
     """The paper's Table 1 in the same layout as `table1`."""
-    import pandas as pd
 
     table = pd.DataFrame(PAPER_TABLE1).T
     table.columns = [f"{fraction:.0%}" for fraction in table.columns]

@@ -13,6 +13,7 @@ a_i * integral dP(alpha a)/da_i d alpha. Completeness: sum_i IG_i = F(all on) - 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
@@ -136,7 +137,7 @@ def split_half_spearman(per_example: np.ndarray, seed: int = 0) -> float:
     return float(spearmanr(per_example[first].mean(0), per_example[second].mean(0)).statistic)
 
 
-def score_table(index: NeuronIndex, scores: dict[str, np.ndarray]) -> "pd.DataFrame":
+def score_table(index: NeuronIndex, scores: dict[str, np.ndarray]) -> pd.DataFrame:
     """The tidy table: one row per neuron (neuron, layer, projection, unit) plus one column per score."""
     table = index.table()
     for name, values in scores.items():
@@ -144,9 +145,8 @@ def score_table(index: NeuronIndex, scores: dict[str, np.ndarray]) -> "pd.DataFr
     return table
 
 
-def per_class_table(index: NeuronIndex, per_class: dict[str, np.ndarray]) -> "pd.DataFrame":
+def per_class_table(index: NeuronIndex, per_class: dict[str, np.ndarray]) -> pd.DataFrame:
     """Long side table: one row per (neuron, EC class) with one column per per-class score."""
-    import pandas as pd
 
     from .data import LABELS
 

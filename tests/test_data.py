@@ -1,6 +1,4 @@
 """Building the labelled dataset: parsing, drops counted by reason, bad files named, splits."""
-import gzip
-
 import numpy as np
 import pandas as pd
 import pytest

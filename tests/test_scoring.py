@@ -6,7 +6,7 @@ from captum.attr import IntegratedGradients
 
 from kn_utils.alphabet import encode, pad_batch
 from kn_utils.model import random_classifier, esm2_config
-from kn_utils.neurons import PROJECTIONS, NeuronIndex, gated, hook_count, projections, recording
+from kn_utils.neurons import NeuronIndex, gated, hook_count, recording
 from kn_utils.scoring import activation_scores, integrated_gradients, quadrature, true_class_probability
 
 SEQUENCES = ["MKTAYIAKQRQISFVKSHF", "MNIFEMLRID", "GSHMSLFDKLKGLVGKEKPLTG", "MADQLTEEQ"]
