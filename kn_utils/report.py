@@ -59,6 +59,12 @@ def _finetune_section(finetune: dict) -> list[str]:
     ]
 
 
+def _absolute(figures: dict, key: str) -> str:
+    """', {value} for the absolute score' when the result file has it (older files do not)."""
+    value = figures.get(f"{key}_absolute")
+    return "" if value is None else f", {value:.3f} for the absolute score"
+
+
 def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
     lines = ["### Neuron scores (notebooks 03–04)"]
     if activations:
@@ -67,7 +73,8 @@ def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
     if ig:
         lines.append(f"Integrated gradients, {ig['path']}, {ig['steps']}-node {ig['rule']} quadrature: completeness error median "
                      f"{ig['completeness_error_median']:.2%} (90th percentile {ig['completeness_error_p90']:.2%}); split-half Spearman "
-                     f"{ig['split_half_spearman']:.3f}; {ig['steps']} vs more steps Spearman {ig['steps_spearman']:.3f}; "
+                     f"{ig['split_half_spearman']:.3f} for the signed score{_absolute(ig, 'split_half_spearman')}; "
+                     f"{ig['steps']} vs more steps Spearman {ig['steps_spearman']:.3f}{_absolute(ig, 'steps_spearman')}; "
                      f"{ig['ig_seconds'] / 60:.1f} min for the whole test set on CPU, peak RSS {ig['peak_rss_mb']:,.0f} MB.")
     return lines + [""]
 

@@ -101,6 +101,7 @@ def test_scores_cover_every_neuron(quick_run, results):
     ig = results["integrated_gradients"]
     assert ig["completeness_error_median"] < 0.1  # the quick model is barely trained: a loose bound, a real check
     assert -1 <= ig["split_half_spearman"] <= 1 and ig["n_examples"] == results["data"]["n_test"]
+    assert -1 <= ig["split_half_spearman_absolute"] <= 1 and -1 <= ig["steps_spearman_absolute"] <= 1
     assert results["activations"]["positions"].startswith("residues only")
 
 
