@@ -211,3 +211,63 @@ def kept_by_projection_bars(table: pd.DataFrame) -> plt.Figure:
     axes[0][0].set_ylabel("fraction kept")
     figure.tight_layout()
     return figure
+
+
+def overlap_figure(pairwise: pd.DataFrame, combinations: pd.Series, max_bars: int = 20) -> plt.Figure:
+    """Class neuron sets: shared neurons per pair of classes (matrix) and neurons per exact class combination (bars)."""
+    figure, (matrix_axis, bar_axis) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [1, 1.6]})
+    image = matrix_axis.imshow(pairwise.to_numpy(), cmap="Blues")
+    for (row, column), value in np.ndenumerate(pairwise.to_numpy()):
+        matrix_axis.text(column, row, str(value), ha="center", va="center", fontsize=8,
+                         color="white" if value > pairwise.to_numpy().max() / 2 else "black")
+    matrix_axis.set_xticks(range(len(pairwise)), [f"EC {c}" for c in pairwise.columns], fontsize=8)
+    matrix_axis.set_yticks(range(len(pairwise)), [f"EC {c}" for c in pairwise.index], fontsize=8)
+    matrix_axis.set_title("neurons shared by two classes' top sets", fontsize=9)
+    figure.colorbar(image, ax=matrix_axis, shrink=0.7)
+    shown = combinations.head(max_bars)
+    bar_axis.bar(range(len(shown)), shown.to_numpy(), color="#4c72b0")
+    bar_axis.set_xticks(range(len(shown)), [f"EC {key}" for key in shown.index], rotation=70, fontsize=7)
+    bar_axis.set_ylabel("neurons in exactly these classes' sets")
+    bar_axis.set_title("upset-style: exact combinations", fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def effect_matrices(effects: dict[str, dict[str, np.ndarray]], names: list[str], metric: str = "probability") -> plt.Figure:
+    """One panel per scale factor: effect of class c's neurons on class c' minus the random-control mean, ± its sd."""
+    figure, axes = plt.subplots(1, len(effects), figsize=(5.2 * len(effects), 4.4), squeeze=False)
+    for axis, (factor, result) in zip(axes[0], effects.items()):
+        random = result[f"{metric}_random"]
+        net = result[metric] - random.mean(0)
+        spread = random.std(0, ddof=1) if len(random) > 1 else np.zeros_like(net)
+        limit = max(np.nanmax(np.abs(net)), 1e-6)
+        image = axis.imshow(net, cmap="RdBu_r", vmin=-limit, vmax=limit)
+        for (row, column), value in np.ndenumerate(net):
+            axis.text(column, row, f"{value:+.3f}\n±{spread[row, column]:.3f}", ha="center", va="center", fontsize=6.5)
+        axis.set_xticks(range(len(names)), [f"EC {n}" for n in names], fontsize=8)
+        axis.set_yticks(range(len(names)), [f"EC {n}" for n in names], fontsize=8)
+        axis.set_xlabel("effect on test examples of class")
+        axis.set_ylabel("neurons of class")
+        axis.set_title(f"neurons x{factor}: Δ {metric.replace('probability', 'true-class probability')}\nminus random control (± its sd)", fontsize=9)
+        figure.colorbar(image, ax=axis, shrink=0.7)
+    figure.tight_layout()
+    return figure
+
+
+def sequence_logos(windows: dict[str, list[str]], columns: int = 4) -> plt.Figure:
+    """One information-content logo (logomaker) per neuron from the residue windows around its activation peaks."""
+    import logomaker
+
+    rows = int(np.ceil(len(windows) / columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 1.7 * rows), squeeze=False)
+    for axis in axes.flat[len(windows):]:
+        axis.axis("off")
+    for axis, (name, sequences) in zip(axes.flat, windows.items()):
+        counts = logomaker.alignment_to_matrix(sequences, to_type="information", characters_to_ignore="-.X")
+        logomaker.Logo(counts, ax=axis, color_scheme="chemistry", show_spines=False)
+        half = (len(sequences[0]) - 1) // 2
+        axis.set_xticks([0, half, 2 * half], [f"-{half}", "peak", f"+{half}"], fontsize=7)
+        axis.set_title(name, fontsize=8)
+        axis.tick_params(axis="y", labelsize=6)
+    figure.tight_layout()
+    return figure

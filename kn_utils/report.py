@@ -105,12 +105,43 @@ def _heatmaps_section(heatmaps: dict) -> list[str]:
             tests.round(4).to_markdown(index=False), ""]
 
 
+def _class_neurons_section(record: dict) -> list[str]:
+    import pandas as pd
+
+    specificity = pd.DataFrame(record["specificity"]).set_index(["factor", "neurons of class"])
+    tests = pd.DataFrame(record["motif_tests"])
+    selective = record["motif_selective_neurons"]
+    lines = ["### Class-specific knowledge neurons (notebook 07)",
+             f"Top {record['top_size']} neurons per EC class by mean signed IG; shared by all six classes: "
+             f"{len(record['shared_by_all'])}; specific to one class: "
+             + ", ".join(f"EC {c} {len(ids)}" for c, ids in record["specific"].items()) + ".", "",
+             "![class overlap](figures/07_class_overlap.png)", "",
+             f"Scaling class c's set by 0 (suppression) and 2 (amplification) on a class-balanced subset of "
+             f"{record['effect_examples']:,} test sequences, against {record['provenance']['parameters']['random_seeds']} random sets "
+             "with the same (layer, projection) make-up (own-class effect on the true-class probability; z against the random sets):", "",
+             specificity[["own_class", "other_classes", "random_own_mean", "random_own_sd", "z_vs_random"]].round(4).to_markdown(), "",
+             f"Suppression hurts a class's own examples more than the others' and beyond 2 random-control sd for "
+             f"{record['suppression_classes_supported']} of 6 classes.", "",
+             "![scaling effects](figures/07_scaling_effects.png)", "",
+             f"Motifs at activation peaks: {len(tests)} neuron x motif tests against a shuffled-position control "
+             f"({record['multiple_testing']}); motif-selective neurons at q < 0.05: "
+             f"{', '.join(selective) if selective else 'none'}.", "",
+             "![logos](figures/07_logos.png)", ""]
+    comparison = record.get("comparison")
+    if comparison:
+        headline = pd.DataFrame(comparison["headline"])
+        lines += [f"Homology-aware re-run (`{comparison['profile']}`: all chains of one UniProt accession on one side):", "",
+                  headline.to_markdown(), ""]
+    return lines
+
+
 def render(results: Path = REPO_ROOT / "results") -> str:
     """Markdown of every result file present, in stage order."""
     lines: list[str] = []
     data, finetune = _load(results, "data"), _load(results, "finetune")
     activations, ig = _load(results, "activations"), _load(results, "integrated_gradients")
     ablation, heatmaps = _load(results, "ablation"), _load(results, "heatmaps")
+    class_neurons = _load(results, "class_neurons")
     if data:
         lines += _data_section(data)
     if finetune:
@@ -121,6 +152,8 @@ def render(results: Path = REPO_ROOT / "results") -> str:
         lines += _ablation_section(ablation)
     if heatmaps:
         lines += _heatmaps_section(heatmaps)
+    if class_neurons:
+        lines += _class_neurons_section(class_neurons)
     return "\n".join(lines) if lines else "No committed results yet: run `make study`."
 
 

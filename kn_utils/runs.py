@@ -25,14 +25,26 @@ def run_dir(profile: str) -> Path:
 
 
 def load_profile(profile: str | os.PathLike) -> dict:
-    """A profile YAML: `common` parameters plus one section per notebook stem; a profile name or a file path."""
+    """A profile YAML: `common` parameters plus one section per notebook stem; a profile name or a file path.
+
+    `extends: other` starts from profile `other` and overrides it section by section, key by key.
+    """
     path = Path(profile)
     if not path.suffix:
         path = PROFILES_DIR / f"{profile}.yaml"
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"{path}: no such profile (known: {', '.join(known)})")
-    return yaml.safe_load(path.read_text())
+    spec = yaml.safe_load(path.read_text()) or {}
+    base_name = spec.pop("extends", None)
+    if base_name is None:
+        return spec
+    if Path(str(base_name)).stem == path.stem:
+        raise ValueError(f"{path}: a profile cannot extend itself")
+    merged = load_profile(path.parent / f"{base_name}.yaml")
+    for section, values in spec.items():
+        merged[section] = {**(merged.get(section) or {}), **(values or {})}
+    return merged
 
 
 def notebook_parameters(profile: str | os.PathLike, notebook: str, overrides: dict | None = None) -> dict:

@@ -95,13 +95,16 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
                          progress: bool = False) -> dict[str, np.ndarray]:
     """IG of the true-class probability to every neuron, one all-neuron path per example.
 
-    Returns `attributions` (examples, size) float32, and per example `p_on` = F(1), `p_off` = F(0) and
-    `completeness_error` = |sum_i IG_i - (p_on - p_off)| / |p_on - p_off|.
+    A forward/backward pass holds at most `max_tokens` tokens (examples x steps x length): when one
+    example's steps do not fit, its steps are taken in chunks, so peak memory is set by `max_tokens`
+    whatever the step count. Returns `attributions` (examples, size) float32, and per example
+    `p_on` = F(1), `p_off` = F(0) and `completeness_error` = |sum_i IG_i - (p_on - p_off)| / |p_on - p_off|.
     """
     index = NeuronIndex.of(model)
     device = next(model.parameters()).device
     alphas, weights = quadrature(steps, rule)
     alpha_column = torch.tensor(alphas, dtype=torch.float32, device=device)
+    step_weights = torch.tensor(weights, dtype=torch.float64, device=device)
     attributions = np.zeros((len(sequences), index.size), dtype=np.float32)
     p_on, p_off = np.zeros(len(sequences)), np.zeros(len(sequences))
     model.eval()
@@ -110,15 +113,18 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
         for batch, input_ids, mask in tqdm(list(_batches(sequences, max_residues, max_tokens, steps)), disable=not progress, desc="IG"):
             input_ids, mask = input_ids.to(device), mask.to(device)
             target = torch.as_tensor(labels[batch], device=device)
-            rows = len(batch) * steps
-            gates = alpha_column.repeat(len(batch))[:, None].expand(rows, index.size).clone().requires_grad_(True)
-            with autocast(device, precision):
-                probability = true_class_probability(model, input_ids.repeat_interleave(steps, 0),
-                                                     mask.repeat_interleave(steps, 0), target.repeat_interleave(steps), gates)
-            (gradient,) = torch.autograd.grad(probability.sum(), gates)
-            gradient = gradient.double().view(len(batch), steps, index.size)
-            step_weights = torch.tensor(weights, dtype=torch.float64, device=device)
-            attributions[batch] = torch.einsum("bsn,s->bn", gradient, step_weights).float().cpu().numpy()
+            chunk = max(1, min(steps, max_tokens // (len(batch) * input_ids.shape[1])))  # steps per pass
+            total = torch.zeros(len(batch), index.size, dtype=torch.float64, device=device)
+            for start in range(0, steps, chunk):
+                stop = min(start + chunk, steps)
+                rows, count = len(batch) * (stop - start), stop - start
+                gates = alpha_column[start:stop].repeat(len(batch))[:, None].expand(rows, index.size).clone().requires_grad_(True)
+                with autocast(device, precision):
+                    probability = true_class_probability(model, input_ids.repeat_interleave(count, 0),
+                                                         mask.repeat_interleave(count, 0), target.repeat_interleave(count), gates)
+                (gradient,) = torch.autograd.grad(probability.sum(), gates)
+                total += torch.einsum("bsn,s->bn", gradient.double().view(len(batch), count, index.size), step_weights[start:stop])
+            attributions[batch] = total.float().cpu().numpy()
             with torch.no_grad(), autocast(device, precision):
                 ends = torch.stack([torch.ones(index.size, device=device), torch.zeros(index.size, device=device)])
                 for value, store in zip(ends, (p_on, p_off)):

@@ -18,7 +18,7 @@ from kn_utils.runs import run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKED = REPO / "tests" / "nbval"
-STAGES = {"01": "data", "02": "finetune", "03": "activations", "04": "integrated_gradients", "05": "ablation", "06": "heatmaps"}
+STAGES = {"01": "data", "02": "finetune", "03": "activations", "04": "integrated_gradients", "05": "ablation", "06": "heatmaps", "07": "class_neurons"}
 
 
 def _code_cells(path: Path) -> list[str]:
@@ -112,7 +112,9 @@ def test_ablation_records_every_submodel(results):
     for row in rows:
         assert {"method", "direction", "ablation", "keep_fraction", "seed", "accuracy", "balanced_accuracy", "macro_f1"} <= set(row)
     full = [row for row in rows if row["method"] == "full"]
-    assert len(full) == 1 and full[0]["accuracy"] == pytest.approx(results["finetune"]["accuracy"], abs=1e-9)
+    n_test = results["finetune"]["n_test"]
+    assert ablation["full_accuracy_fp32"] == pytest.approx(results["finetune"]["accuracy"], abs=1e-12)
+    assert len(full) == 1 and abs(full[0]["accuracy"] - results["finetune"]["accuracy"]) <= 2 / n_test  # bf16 vs fp32
     assert {row["seed"] for row in rows if row["method"] == "random" and row["ablation"] == "zero"} == {0, 1}
     assert {row["ablation"] for row in rows} == {"none", "zero", "mean"}
     assert set(ablation["evaluation_speed"]) == {"plain_sequences_per_s", "submodel_sequences_per_s", "ratio"}
@@ -123,6 +125,35 @@ def test_heatmap_tests_have_p_values(results):
     assert heatmaps["tests"] and all(0 < test["p_value"] <= 1 and "statistic" in test for test in heatmaps["tests"])
     fractions = heatmaps["kept_fractions"]["random@0.5"]
     assert len(fractions) == 18 and abs(sum(fractions.values()) / 18 - 0.5) < 1e-9
+
+
+def test_class_neurons_record_sets_effects_and_corrected_tests(results):
+    record = results["class_neurons"]
+    parameters = record["provenance"]["parameters"]
+    assert all(len(ids) == parameters["top_size"] for ids in record["class_set_ids"].values())
+    assert all(name.startswith("L") and name.count(".") == 2 for name in record["class_sets"]["1"])
+    for factor in ("0", "2"):
+        for metric in ("probability", "accuracy"):
+            matrices = record["scaling"][factor][metric]
+            assert all(len(matrices[key]) == 6 and all(len(row) == 6 for row in matrices[key]) for key in ("effect", "random_mean", "random_sd"))
+    tests = record["motif_tests"]
+    assert tests and all(0 < t["p_value"] <= 1 and t["p_value"] <= t["q_value"] + 1e-12 for t in tests)
+    assert "Benjamini-Hochberg" in record["multiple_testing"]
+
+
+def test_comparing_a_run_with_itself_gives_identity(quick_run):
+    from kn_utils.compare import headline, run_available, selection_overlap, table1_side_by_side
+    from kn_utils.neurons import NeuronIndex
+
+    pair = {"a": quick_run, "b": quick_run}
+    assert run_available(quick_run)
+    heads = headline(pair)
+    assert heads["a"].equals(heads["b"]) and heads.loc["split", "a"] == "random"
+    overlap = selection_overlap(pair, NeuronIndex(6, 320), [0.5, 0.99])
+    assert (overlap["jaccard"] == 1).all() and (overlap["random_jaccard"] < 0.5).all()
+    assert (overlap["a: key"] == overlap["b: key"]).all()
+    tables = table1_side_by_side(pair, [0.5, 0.25, 0.1, 0.01])
+    assert tables.xs("a", level="run").equals(tables.xs("b", level="run"))
 
 
 def test_saved_model_is_loadable_and_marked_random(quick_run):

@@ -116,3 +116,10 @@ def test_quadrature_weights_integrate_exactly():
         assert weights.sum() == pytest.approx(1), rule
     alphas, weights = quadrature(11, "riemann_trapezoid")
     assert np.dot(weights, alphas) == pytest.approx(0.5)
+
+
+def test_ig_steps_in_chunks_equal_one_pass(tiny_model):
+    whole = integrated_gradients(tiny_model, SEQUENCES, LABELS, max_residues=64, steps=12, max_tokens=100_000)
+    chunked = integrated_gradients(tiny_model, SEQUENCES, LABELS, max_residues=64, steps=12, max_tokens=40)  # 1-3 steps per pass
+    np.testing.assert_allclose(chunked["attributions"], whole["attributions"], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(chunked["p_on"], whole["p_on"], atol=1e-7)

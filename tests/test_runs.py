@@ -1,0 +1,27 @@
+"""Profiles: sections merge in order, `extends` overrides a base profile key by key."""
+import pytest
+
+from kn_utils.runs import load_profile, notebook_parameters
+
+
+def test_extends_overrides_key_by_key(tmp_path):
+    (tmp_path / "base.yaml").write_text("common:\n  seed: 0\n  split: random\n02_finetune:\n  epochs: 10\n  learning_rate: 0.1\n")
+    (tmp_path / "child.yaml").write_text("extends: base\ncommon:\n  split: accession\n02_finetune:\n  epochs: 2\n")
+    spec = load_profile(tmp_path / "child.yaml")
+    assert spec == {"common": {"seed": 0, "split": "accession"}, "02_finetune": {"epochs": 2, "learning_rate": 0.1}}
+    assert notebook_parameters(tmp_path / "child.yaml", "02_finetune.ipynb") == {
+        "profile": "child", "seed": 0, "split": "accession", "epochs": 2, "learning_rate": 0.1}
+
+
+def test_self_extension_and_unknown_profiles_are_refused(tmp_path):
+    (tmp_path / "loop.yaml").write_text("extends: loop\n")
+    with pytest.raises(ValueError, match="cannot extend itself"):
+        load_profile(tmp_path / "loop.yaml")
+    with pytest.raises(FileNotFoundError, match="no such profile"):
+        load_profile("no-such-profile")
+
+
+def test_accession_profile_is_the_full_study_with_the_accession_split():
+    full, accession = load_profile("full"), load_profile("full-accession")
+    assert accession["common"] == {**full["common"], "split": "accession"}
+    assert accession["02_finetune"] == full["02_finetune"] and accession["07_class_neurons"]["compare_profile"] == "full"
