@@ -93,7 +93,23 @@ def _ablation_section(ablation: dict) -> list[str]:
             f"Majority class {ablation['majority_baseline']:.4f}, chance {ablation['chance']:.4f}. "
             f"{ablation['n_submodels']} submodels in {ablation['sweep_seconds'] / 60:.1f} min; submodel evaluation runs at "
             f"{ablation['evaluation_speed']['ratio']:.0%} of plain inference speed.", "",
-            "![Figure 2](figures/05_figure2_accuracy.png)", ""]
+            "![Figure 2](figures/05_figure2_accuracy.png)", "", *_ablation_answers(frame, fractions), ""]
+
+
+def _ablation_answers(frame, fractions: list[float]) -> list[str]:
+    """Sentences answering the paper's ablation claims from the sweep: rules against random, high against low IG."""
+    plain = frame[(frame["ablation"] == "zero") & ~frame["matched"].astype(bool)]
+    random = plain[plain["method"] == "random"].groupby("keep_fraction")["accuracy"].agg(["mean", "std"])
+    lines = []
+    for method, label in (("activation", "Activation"), ("ig_signed", "IG signed"), ("ig_absolute", "IG |.|")):
+        rows = plain[(plain["method"] == method) & (plain["direction"] == "high")].set_index("keep_fraction")["accuracy"]
+        above = [f"{f:.0%}" for f in fractions if rows.get(f, float("nan")) > random.loc[f, "mean"] + 2 * random.loc[f, "std"]]
+        lines.append(f"- {label} (high scores kept) beats random by more than 2 sd at: {', '.join(above) if above else 'no size'}.")
+    signed = plain[plain["method"] == "ig_signed"].pivot_table(index="keep_fraction", columns="direction", values="accuracy")
+    better = [f"{f:.0%}" for f in fractions if signed.loc[f, "high"] > signed.loc[f, "low"]]
+    lines.append(f"- High or low IG (the paper's text against its summary): keeping high signed IG keeps more accuracy at "
+                 f"{', '.join(better) if better else 'no size'} of {', '.join(f'{f:.0%}' for f in fractions)}.")
+    return lines
 
 
 def _heatmaps_section(heatmaps: dict) -> list[str]:
@@ -102,7 +118,17 @@ def _heatmaps_section(heatmaps: dict) -> list[str]:
     tests = pd.DataFrame(heatmaps["tests"])[["claim", "method", "sparsity", "statistic", "p_value", "p_holm"]]
     return ["### Where the kept neurons sit (notebook 06)", "", "![heatmaps](figures/06_kept_heatmaps.png)", "",
             "Permutation tests of the paper's claims against random kept sets of the same size (Holm-corrected):", "",
-            tests.round(4).to_markdown(index=False), ""]
+            tests.round(4).to_markdown(index=False), "", *_claim_answers(tests), ""]
+
+
+def _claim_answers(tests) -> list[str]:
+    """One sentence per claim: the selections for which it holds at Holm-corrected p < 0.05."""
+    lines = []
+    for claim, group in tests.groupby("claim", sort=False):
+        held = [f"{row.method} at {row.sparsity:.0%}" for row in group.itertuples() if row.p_holm < 0.05]
+        lines.append(f"- \"{claim}\": holds (Holm p < 0.05) for {'; '.join(held) if held else 'no selection'} "
+                     f"of {len(group)} tested.")
+    return lines
 
 
 def _class_neurons_section(record: dict) -> list[str]:

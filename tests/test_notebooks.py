@@ -171,3 +171,18 @@ def test_random_init_is_impossible_to_miss_in_the_executed_notebook(quick_run):
     executed = CHECKED / "02_finetune.ipynb"
     text = json.dumps(nbformat.read(executed, as_version=4).cells)
     assert "RANDOM INIT" in text
+
+
+def test_report_renders_every_stage_from_the_result_files(quick_run, tmp_path):
+    import shutil
+
+    from kn_utils.report import render
+
+    for stage in STAGES.values():
+        shutil.copy(quick_run / f"{stage}.json", tmp_path)
+    text = render(tmp_path)
+    for heading in ("### Dataset", "### Fine-tuning", "### Neuron scores", "### Table 1", "### Where the kept neurons sit",
+                    "### Class-specific knowledge neurons"):
+        assert heading in text
+    assert "beats random by more than 2 sd" in text and '"value least important": holds' in text
+    assert "**random init**" in text and "Benjamini-Hochberg" in text
