@@ -88,9 +88,12 @@ def _ablation_section(ablation: dict) -> list[str]:
     frame["seed"] = frame["seed"].fillna(-1)
     fractions = ablation["provenance"]["parameters"]["keep_fractions"]
     ours = table1(frame, fractions)
+    ours.index = ours.index.str.replace("|", "\\|", regex=False)  # 'IG |.|' inside a Markdown table
     return ["### Table 1 (notebook 05)", "Ours (test accuracy; random: mean ± sd over seeds):", "", ours.to_markdown(), "",
             "The paper's:", "", paper_table1().to_markdown(), "",
-            f"Majority class {ablation['majority_baseline']:.4f}, chance {ablation['chance']:.4f}. "
+            f"Majority class {ablation['majority_baseline']:.4f}, chance {ablation['chance']:.4f}. The sweep evaluates in "
+            f"{ablation['provenance']['parameters'].get('precision', 'fp32')}; the full model scores {ablation['full_accuracy']:.4f} "
+            f"there and {ablation.get('full_accuracy_fp32', ablation['full_accuracy']):.4f} in fp32 (notebook 02). "
             f"{ablation['n_submodels']} submodels in {ablation['sweep_seconds'] / 60:.1f} min; submodel evaluation runs at "
             f"{ablation['evaluation_speed']['ratio']:.0%} of plain inference speed.", "",
             "![Figure 2](figures/05_figure2_accuracy.png)", "", *_ablation_answers(frame, fractions), ""]
