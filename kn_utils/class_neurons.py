@@ -154,13 +154,18 @@ def specificity_table(effects: dict[str, np.ndarray], names: list[str], metric: 
     """Per class set: its effect on its own class, the mean effect on the other classes, and the random control.
 
     `z_vs_random` = (own-class effect - random mean) / random sd over seeds; `own_minus_others` > 0 for an
-    amplification that favours its class, < 0 for a suppression that hurts its class most.
+    amplification that favours its class, < 0 for a suppression that hurts its class most. `own_rank` ranks
+    the own class within its row of effects net of the random mean, in the direction of the own effect:
+    1 = no other class is hurt (or helped) more.
     """
     own = np.diag(effects[metric])
+    net = effects[metric] - effects[f"{metric}_random"].mean(0)
+    own_net = np.diag(net)
+    own_rank = 1 + np.where(own_net[:, None] < 0, net < own_net[:, None], net > own_net[:, None]).sum(1)
     others = (effects[metric].sum(1) - own) / (effects[metric].shape[1] - 1)
     random_own = np.stack([np.diag(matrix) for matrix in effects[f"{metric}_random"]])  # seeds x sets
     spread = random_own.std(0, ddof=1) if len(random_own) > 1 else np.full(len(own), np.nan)
     return pd.DataFrame({"own_class": own, "other_classes": others, "own_minus_others": own - others,
                          "random_own_mean": random_own.mean(0), "random_own_sd": spread,
-                         "z_vs_random": (own - random_own.mean(0)) / np.where(spread > 0, spread, np.nan)},
+                         "z_vs_random": (own - random_own.mean(0)) / np.where(spread > 0, spread, np.nan), "own_rank": own_rank},
                         index=pd.Index(names, name="neurons of class"))

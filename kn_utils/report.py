@@ -148,9 +148,10 @@ def _class_neurons_section(record: dict) -> list[str]:
              f"Scaling class c's set by 0 (suppression) and 2 (amplification) on a class-balanced subset of "
              f"{record['effect_examples']:,} test sequences, against {record['provenance']['parameters']['random_seeds']} random sets "
              "with the same (layer, projection) make-up (own-class effect on the true-class probability; z against the random sets):", "",
-             specificity[["own_class", "other_classes", "random_own_mean", "random_own_sd", "z_vs_random"]].round(4).to_markdown(), "",
+             specificity[[c for c in ("own_class", "other_classes", "random_own_mean", "random_own_sd", "z_vs_random", "own_rank") if c in specificity]].round(4).to_markdown(), "",
              f"Suppression hurts a class's own examples more than the others' and beyond 2 random-control sd for "
-             f"{record['suppression_classes_supported']} of 6 classes.", "",
+             f"{record['suppression_classes_supported']} of 6 classes; no other class is hurt more (net of the random sets) for "
+             f"{record.get('suppression_classes_strict', 'an unrecorded number of')} of 6.", "",
              "![scaling effects](figures/07_scaling_effects.png)", "",
              f"Motifs at activation peaks: {len(tests)} neuron x motif tests against a shuffled-position control "
              f"({record['multiple_testing']}); motif-selective neurons at q < 0.05: "

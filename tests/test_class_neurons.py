@@ -81,6 +81,9 @@ def test_effects_are_measured_per_true_class(tiny_model):
     table = specificity_table(suppressed, [str(c) for c in range(1, 7)])
     assert np.allclose(table["own_class"], np.diag(suppressed["probability"]))
     assert np.allclose(table["own_minus_others"], table["own_class"] - table["other_classes"])
+    assert table["own_rank"].between(1, 6).all()
+    crafted = {"probability": np.array([[-0.3, -0.1], [-0.4, -0.1]]), "probability_random": np.zeros((2, 2, 2))}
+    assert specificity_table(crafted, ["a", "b"])["own_rank"].tolist() == [1, 2]  # b's set hurts a more than b
 
 
 def test_motif_coverage_and_windows():
