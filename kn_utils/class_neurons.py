@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .metrics import classification_metrics
+from .metrics import classification_metrics, true_class_probabilities
 from .neurons import NeuronIndex, gated
+from .scoring import class_means  # noqa: F401  (notebook 07 calls class_neurons.class_means)
 from .training import predict_logits
 
 
@@ -91,12 +92,6 @@ def balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0, max_share
     return np.sort(np.concatenate(chosen))
 
 
-def class_means(per_example: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(classes, neurons) mean of per-example scores over each class's examples (NaN for an absent class)."""
-    return np.stack([per_example[labels == c].mean(0) if (labels == c).any() else np.full(per_example.shape[1], np.nan)
-                     for c in range(num_classes)])
-
-
 def scaled_logits(model, sequences: list[str], ids: np.ndarray, factor: float, max_residues: int,
                   precision: str = "bf16", max_tokens: int = 2048) -> np.ndarray:
     """Logits with the neurons `ids` multiplied by `factor` (0 suppresses, 2 amplifies), every other neuron as is."""
@@ -109,11 +104,7 @@ def scaled_logits(model, sequences: list[str], ids: np.ndarray, factor: float, m
 
 def per_class_effect(logits: np.ndarray, base_logits: np.ndarray, labels: np.ndarray, num_classes: int) -> dict[str, np.ndarray]:
     """Per true class: mean change in true-class probability and change in accuracy, scaled minus base."""
-    def true_probability(values):
-        shifted = np.exp(values - values.max(1, keepdims=True))
-        return (shifted / shifted.sum(1, keepdims=True))[np.arange(len(labels)), labels]
-
-    delta_p = true_probability(logits) - true_probability(base_logits)
+    delta_p = true_class_probabilities(logits, labels) - true_class_probabilities(base_logits, labels)
     delta_correct = (logits.argmax(1) == labels).astype(float) - (base_logits.argmax(1) == labels).astype(float)
     pick = [labels == c for c in range(num_classes)]
     return {"probability": np.array([delta_p[m].mean() if m.any() else np.nan for m in pick]),

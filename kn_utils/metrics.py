@@ -5,16 +5,21 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 
+def true_class_probabilities(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Softmax probability of each row's true class."""
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    return probabilities[np.arange(len(labels)), labels]
+
+
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Accuracy, balanced accuracy, macro-F1 and mean true-class probability of class logits."""
     predictions = logits.argmax(axis=1)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
         "balanced_accuracy": float(balanced_accuracy_score(labels, predictions)),
         "macro_f1": float(f1_score(labels, predictions, average="macro", labels=np.arange(logits.shape[1]), zero_division=0)),
-        "mean_true_class_probability": float(probabilities[np.arange(len(labels)), labels].mean()),
+        "mean_true_class_probability": float(true_class_probabilities(logits, labels).mean()),
     }
 
 

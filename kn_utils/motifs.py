@@ -14,10 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .alphabet import encode, pad_batch
 from .neurons import recording
-from .scoring import residue_positions
-from .training import attention_implementation, length_batches
+from .scoring import batches, residue_positions
+from .training import attention_implementation
 
 # Known enzyme motifs as regular expressions (x = any residue), with where they are described.
 MOTIFS: dict[str, tuple[str, str]] = {
@@ -51,13 +50,11 @@ def activation_peaks(model, sequences: list[str], neuron_ids: np.ndarray, max_re
     """(peak |activation|, peak residue position) of each neuron in each sequence, both (sequences, neurons)."""
     device = next(model.parameters()).device
     ids = torch.as_tensor(np.asarray(neuron_ids), dtype=torch.long, device=device)
-    tokens = [encode(sequence, max_residues) for sequence in sequences]
     values = np.zeros((len(sequences), len(neuron_ids)), dtype=np.float32)
     positions = np.zeros((len(sequences), len(neuron_ids)), dtype=np.int64)
     model.eval()
     with attention_implementation(model, "sdpa"):
-        for batch in length_batches(np.array([len(t) for t in tokens]), max_tokens):
-            input_ids, mask = pad_batch([tokens[i] for i in batch])
+        for batch, input_ids, mask in batches(sequences, max_residues, max_tokens):
             with recording(model) as outputs:
                 model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
             selected = torch.cat(outputs, dim=-1).index_select(-1, ids).abs().float()  # batch x positions x neurons

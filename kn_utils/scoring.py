@@ -29,7 +29,7 @@ def residue_positions(input_ids: torch.Tensor) -> torch.Tensor:
     return (input_ids != CLS_ID) & (input_ids != EOS_ID) & (input_ids != PAD_ID)
 
 
-def _batches(sequences: list[str], max_residues: int, max_tokens: int, rows_per_example: int = 1):
+def batches(sequences: list[str], max_residues: int, max_tokens: int, rows_per_example: int = 1):
     """Length-bucketed (indices, input_ids, attention_mask) with `rows_per_example` rows per example in the budget."""
     tokens = [encode(sequence, max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens]) * rows_per_example
@@ -51,16 +51,21 @@ def activation_scores(model, sequences: list[str], labels: np.ndarray, max_resid
     signed = np.zeros((len(sequences), index.size), dtype=np.float64)
     model.eval()
     with attention_implementation(model, "sdpa"):
-        for batch, input_ids, mask in tqdm(list(_batches(sequences, max_residues, max_tokens)), disable=not progress, desc="activations"):
+        for batch, input_ids, mask in tqdm(list(batches(sequences, max_residues, max_tokens)), disable=not progress, desc="activations"):
             with recording(model) as outputs:
                 model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
             residues = residue_positions(input_ids).to(device)[..., None].double()
             output = torch.cat(outputs, dim=-1).double()
             per_example[batch] = ((output.abs() * residues).sum(1) / residues.sum(1)).cpu().numpy()
             signed[batch] = ((output * residues).sum(1) / residues.sum(1)).cpu().numpy()
-    per_class = np.stack([per_example[labels == c].mean(0) if (labels == c).any() else np.full(index.size, np.nan)
-                          for c in range(num_classes)])
+    per_class = class_means(per_example, labels, num_classes)
     return {"mean": per_example.mean(0), "per_class": per_class, "per_example": per_example, "mean_signed": signed.mean(0)}
+
+
+def class_means(per_example: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(classes, neurons) mean of per-example scores over each class's examples (NaN for an absent class)."""
+    return np.stack([per_example[labels == c].mean(0) if (labels == c).any() else np.full(per_example.shape[1], np.nan)
+                     for c in range(num_classes)])
 
 
 def quadrature(steps: int, rule: str = "gausslegendre") -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +115,7 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
     model.eval()
     implementation = "sdpa" if precision == "fp32" else "eager"
     with attention_implementation(model, implementation):
-        for batch, input_ids, mask in tqdm(list(_batches(sequences, max_residues, max_tokens, steps)), disable=not progress, desc="IG"):
+        for batch, input_ids, mask in tqdm(list(batches(sequences, max_residues, max_tokens, steps)), disable=not progress, desc="IG"):
             input_ids, mask = input_ids.to(device), mask.to(device)
             target = torch.as_tensor(labels[batch], device=device)
             chunk = max(1, min(steps, max_tokens // (len(batch) * input_ids.shape[1])))  # steps per pass
