@@ -162,6 +162,15 @@ def _class_neurons_section(record: dict) -> list[str]:
         headline = pd.DataFrame(comparison["headline"])
         lines += [f"Homology-aware re-run (`{comparison['profile']}`: all chains of one UniProt accession on one side):", "",
                   headline.to_markdown(), ""]
+        if comparison.get("table1"):
+            table = pd.DataFrame(comparison["table1"])
+            table["rule"] = table["rule"].str.replace("|", "\\|", regex=False)  # 'IG |.|' inside a Markdown table
+            lines += ["Table 1 of both runs (test accuracy by kept fraction; random: mean ± sd over seeds):", "",
+                      table.to_markdown(index=False), ""]
+        if comparison.get("selection_overlap"):
+            overlap = pd.DataFrame(comparison["selection_overlap"]).set_index(["method", "sparsity"])
+            lines += ["Kept neuron sets of the two runs: Jaccard overlap (random expectation beside it) and the fraction "
+                      "of each projection type kept in each run:", "", overlap.round(3).to_markdown(), ""]
     return lines
 
 

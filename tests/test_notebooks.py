@@ -186,3 +186,24 @@ def test_report_renders_every_stage_from_the_result_files(quick_run, tmp_path):
         assert heading in text
     assert "beats random by more than 2 sd" in text and '"value least important": holds' in text
     assert "**random init**" in text and "Benjamini-Hochberg" in text
+
+
+def test_report_renders_the_homology_comparison(quick_run, tmp_path):
+    import shutil
+
+    from kn_utils.compare import headline, selection_overlap, table1_side_by_side
+    from kn_utils.neurons import NeuronIndex
+    from kn_utils.report import render
+
+    for stage in STAGES.values():
+        shutil.copy(quick_run / f"{stage}.json", tmp_path)
+    pair = {"quick": quick_run, "again": quick_run}
+    record = json.loads((tmp_path / "class_neurons.json").read_text())
+    record["comparison"] = {"profile": "again", "headline": headline(pair).to_dict(),
+                            "selection_overlap": selection_overlap(pair, NeuronIndex(6, 320), [0.9]).to_dict("records"),
+                            "table1": table1_side_by_side(pair, [0.5, 0.25, 0.1, 0.01]).reset_index().to_dict("records")}
+    (tmp_path / "class_neurons.json").write_text(json.dumps(record))
+    text = render(tmp_path)
+    comparison = text.split("Homology-aware re-run (`again`")[1]
+    assert "Table 1 of both runs" in comparison and "IG \\|.\\| (high)" in comparison
+    assert "random_jaccard" in comparison and "again: value" in comparison
