@@ -7,7 +7,7 @@ PROFILE ?= full
 KN_MIRROR ?= $(abspath $(wildcard ../shared/mirror))
 export KN_MIRROR
 
-.PHONY: install study quick test unit nbval-update benchmarks clean-runs
+.PHONY: install study homology quick test unit nbval-update benchmarks clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ install: $(VENV)/.installed  ## create .venv with kn_utils and its dependencies
 
 study: install  ## run notebooks 01.. with the full profile and publish notebooks, results and figures
 	$(PY) -m kn_utils run --profile $(PROFILE) --publish
+
+homology: install  ## the homology-aware re-run (split by UniProt accession), then notebook 07 of the full run again to compare
+	$(PY) -m kn_utils run --profile full-accession --publish
+	$(PY) -m kn_utils run --profile full --from 07 --publish
 
 quick: install  ## run the notebooks on the quick profile (runs/quick/)
 	$(PY) -m kn_utils run --profile quick

@@ -197,10 +197,10 @@ def render(results: Path = REPO_ROOT / "results") -> str:
 
 
 def update_readme(readme: Path = REPO_ROOT / "README.md") -> None:
-    """Replace the text between the results markers of README.md with `render()`."""
+    """Replace the text between the results markers of README.md with `render()` of the results/ beside it."""
     text = readme.read_text()
     if BEGIN not in text or END not in text:
         raise ValueError(f"{readme}: no {BEGIN} ... {END} markers")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render()}\n{END}{tail}")
+    readme.write_text(f"{head}{BEGIN}\n{render(readme.parent / 'results')}\n{END}{tail}")

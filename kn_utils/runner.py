@@ -45,17 +45,24 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
     return executed
 
 
-def publish(profile: str = "full") -> list[Path]:
-    """Copy a run's executed notebooks over notebooks/, its result files to results/ and its figures to figures/."""
+def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
+    """Copy a run's executed notebooks, result files and figures into the repository, then update README.
+
+    The `full` run is the study's record: notebooks/, results/, figures/. Any other profile (e.g. the
+    homology-aware `full-accession`) goes to a subfolder named after it, so it never overwrites the record.
+    """
     source = run_dir(profile)
+    if not any(source.glob("*.json")):
+        raise FileNotFoundError(f"{source}: no finished run of profile {profile!r} to publish (no result files)")
+    suffix = () if profile == "full" else (profile,)
     copied = []
-    for pattern, destination in (("notebooks/*.ipynb", NOTEBOOKS_DIR), ("*.json", REPO_ROOT / "results"),
-                                 ("figures/*.png", REPO_ROOT / "figures")):
+    for pattern, folder in (("notebooks/*.ipynb", "notebooks"), ("*.json", "results"), ("figures/*.png", "figures")):
+        destination = repo_root.joinpath(folder, *suffix)
         destination.mkdir(parents=True, exist_ok=True)
         for path in sorted(source.glob(pattern)):
             shutil.copy2(path, destination / path.name)
             copied.append(destination / path.name)
     from .report import update_readme
 
-    update_readme()
+    update_readme(repo_root / "README.md")
     return copied

@@ -25,3 +25,36 @@ def test_accession_profile_is_the_full_study_with_the_accession_split():
     full, accession = load_profile("full"), load_profile("full-accession")
     assert accession["common"] == {**full["common"], "split": "accession"}
     assert accession["02_finetune"] == full["02_finetune"] and accession["07_class_neurons"]["compare_profile"] == "full"
+
+
+def _fake_run(runs, profile: str, accuracy: float) -> None:
+    import json
+
+    run = runs / profile
+    (run / "notebooks").mkdir(parents=True)
+    (run / "figures").mkdir()
+    (run / "notebooks" / "01_data.ipynb").write_text("{}")
+    (run / "figures" / "01_lengths.png").write_bytes(b"png")
+    (run / "note.json").write_text(json.dumps({"accuracy": accuracy}))
+
+
+def test_publish_keeps_other_profiles_out_of_the_study_record(tmp_path, monkeypatch):
+    import json
+
+    from kn_utils.runner import publish
+
+    runs, repo = tmp_path / "runs", tmp_path / "repo"
+    repo.mkdir()
+    (repo / "README.md").write_text("# x\n<!-- results:begin -->\nold\n<!-- results:end -->\ntail\n")
+    monkeypatch.setenv("KN_RUNS_DIR", str(runs))
+    _fake_run(runs, "full", 0.4)
+    _fake_run(runs, "full-accession", 0.3)
+    publish("full", repo)
+    publish("full-accession", repo)
+    assert json.loads((repo / "results" / "note.json").read_text())["accuracy"] == 0.4
+    assert json.loads((repo / "results" / "full-accession" / "note.json").read_text())["accuracy"] == 0.3
+    assert (repo / "notebooks" / "full-accession" / "01_data.ipynb").exists()
+    assert (repo / "figures" / "full-accession" / "01_lengths.png").exists()
+    assert "old" not in (repo / "README.md").read_text() and (repo / "README.md").read_text().endswith("tail\n")
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        publish("never-run", repo)
