@@ -12,23 +12,45 @@ from .neurons import NeuronIndex
 from .provenance import read_json
 
 STAGE_FILES = ("data", "finetune", "ablation")
+NEAR_IDENTICAL = 0.9  # cosine similarity of 3-mer counts above which a test sequence has a near-copy in train
+
+
+def kmer_neighbour_baseline(train: pd.DataFrame, test: pd.DataFrame, max_residues: int, k: int = 3) -> dict[str, float]:
+    """Leakage yardstick: accuracy of the nearest training sequence by k-mer profile (cosine), and the share of test
+    sequences whose nearest training sequence is a near-copy; both over the first `max_residues` residues."""
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.preprocessing import normalize
+
+    vectoriser = CountVectorizer(analyzer="char", ngram_range=(k, k), lowercase=False)
+    train_profiles = normalize(vectoriser.fit_transform(train["sequence"].str[:max_residues]).astype(np.float32))
+    test_profiles = normalize(vectoriser.transform(test["sequence"].str[:max_residues]).astype(np.float32))
+    nearest, similarity = np.zeros(len(test), dtype=int), np.zeros(len(test))
+    for start in range(0, len(test), 512):  # 512 x n_train similarities at a time
+        block = (test_profiles[start : start + 512] @ train_profiles.T).toarray()
+        nearest[start : start + 512], similarity[start : start + 512] = block.argmax(1), block.max(1)
+    correct = train["label"].to_numpy()[nearest] == test["label"].to_numpy()
+    return {f"{k}-mer 1-NN accuracy": float(correct.mean()), "near-copy in train": float((similarity > NEAR_IDENTICAL).mean())}
 
 
 def run_available(run: str | Path) -> bool:
     """True when a run holds the result files and neuron scores a comparison reads."""
     run = Path(run)
-    return all((run / f"{stage}.json").exists() for stage in STAGE_FILES) and (run / "neuron_scores.parquet").exists()
+    return all((run / f"{stage}.json").exists() for stage in STAGE_FILES) and all(
+        (run / name).exists() for name in ("neuron_scores.parquet", "dataset.parquet"))
 
 
 def headline(runs: dict[str, Path]) -> pd.DataFrame:
-    """Test sizes, accuracy metrics and the full-model accuracy per run, one column per run."""
+    """Test sizes, the fine-tuned model's accuracy metrics and the k-mer nearest-neighbour yardstick per run, one column per run."""
     rows = {}
     for name, run in runs.items():
         data, finetune = read_json(run / "data.json"), read_json(run / "finetune.json")
+        dataset = pd.read_parquet(run / "dataset.parquet")
+        yardstick = kmer_neighbour_baseline(dataset[dataset["split"] == "train"], dataset[dataset["split"] == "test"],
+                                            data["max_residues"])
         rows[name] = {"split": data["provenance"]["parameters"].get("split"), "n_train": finetune["n_train"],
                       "n_test": finetune["n_test"], "accuracy": finetune["accuracy"],
                       "balanced_accuracy": finetune["balanced_accuracy"], "macro_f1": finetune["macro_f1"],
-                      "majority_baseline": finetune["majority_baseline"]}
+                      "majority_baseline": finetune["majority_baseline"], **yardstick}
     return pd.DataFrame(rows)
 
 
