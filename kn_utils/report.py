@@ -160,18 +160,43 @@ def _class_neurons_section(record: dict) -> list[str]:
     comparison = record.get("comparison")
     if comparison:
         headline = pd.DataFrame(comparison["headline"])
-        lines += [f"Homology-aware re-run (`{comparison['profile']}`: all chains of one UniProt accession on one side):", "",
-                  headline.to_markdown(), ""]
+        ours, other = headline.columns
+        lines += [f"Homology-aware re-run (`{other}`: all chains of one UniProt accession on one side; its notebooks, "
+                  f"results and figures are in `notebooks/{other}/`, `results/{other}/`, `figures/{other}/`):", "",
+                  headline.map(lambda value: f"{value:.4f}" if isinstance(value, float) else value).to_markdown(), ""]
+        yardstick = next((row for row in headline.index if row.endswith("1-NN accuracy")), None)
+        if yardstick and "near-copy in train" in headline.index:
+            cell = headline.loc
+            lines += [f"Test accuracy is {cell['accuracy', ours]:.3f} with the {cell['split', ours]} split and "
+                      f"{cell['accuracy', other]:.3f} with the {cell['split', other]} split. The share of test sequences with a "
+                      f"near-copy in train falls from {cell['near-copy in train', ours]:.0%} to {cell['near-copy in train', other]:.0%}, "
+                      f"and the model-free {yardstick.split()[0]} nearest-neighbour yardstick from {cell[yardstick, ours]:.3f} to "
+                      f"{cell[yardstick, other]:.3f}. The gap in the yardstick is what leakage offers; the gap in accuracy is "
+                      "what the fine-tuned model takes of it.", ""]
         if comparison.get("table1"):
             table = pd.DataFrame(comparison["table1"])
             table["rule"] = table["rule"].str.replace("|", "\\|", regex=False)  # 'IG |.|' inside a Markdown table
             lines += ["Table 1 of both runs (test accuracy by kept fraction; random: mean ± sd over seeds):", "",
                       table.to_markdown(index=False), ""]
         if comparison.get("selection_overlap"):
-            overlap = pd.DataFrame(comparison["selection_overlap"]).set_index(["method", "sparsity"])
+            overlap = pd.DataFrame(comparison["selection_overlap"])
             lines += ["Kept neuron sets of the two runs: Jaccard overlap (random expectation beside it) and the fraction "
-                      "of each projection type kept in each run:", "", overlap.round(3).to_markdown(), ""]
+                      "of each projection type kept in each run:", "", overlap.round(3).to_markdown(index=False), ""]
     return lines
+
+
+def _other_run_answers(results: Path, profile: str) -> list[str]:
+    """The ablation and claim answers of a compared run published under results/<profile>/, when it is there."""
+    import pandas as pd
+
+    ablation, heatmaps = _load(results, "ablation"), _load(results, "heatmaps")
+    if not ablation or not heatmaps:
+        return []
+    frame = pd.DataFrame(ablation["submodels"])
+    frame["seed"] = frame["seed"].fillna(-1)
+    tests = pd.DataFrame(heatmaps["tests"])
+    return [f"The same answers in the `{profile}` run:", "",
+            *_ablation_answers(frame, ablation["provenance"]["parameters"]["keep_fractions"]), *_claim_answers(tests), ""]
 
 
 def render(results: Path = REPO_ROOT / "results") -> str:
@@ -193,6 +218,9 @@ def render(results: Path = REPO_ROOT / "results") -> str:
         lines += _heatmaps_section(heatmaps)
     if class_neurons:
         lines += _class_neurons_section(class_neurons)
+        comparison = class_neurons.get("comparison") or {}
+        if comparison.get("profile"):
+            lines += _other_run_answers(results / comparison["profile"], comparison["profile"])
     return "\n".join(lines) if lines else "No committed results yet: run `make study`."
 
 

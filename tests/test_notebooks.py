@@ -207,3 +207,9 @@ def test_report_renders_the_homology_comparison(quick_run, tmp_path):
     comparison = text.split("Homology-aware re-run (`again`")[1]
     assert "Table 1 of both runs" in comparison and "IG \\|.\\| (high)" in comparison
     assert "random_jaccard" in comparison and "again: value" in comparison
+    assert "The same answers in the `again` run" not in text  # its result files are not published beside
+    (tmp_path / "again").mkdir()
+    for stage in ("ablation", "heatmaps"):
+        shutil.copy(quick_run / f"{stage}.json", tmp_path / "again")
+    answers = render(tmp_path).split("The same answers in the `again` run:")[1]
+    assert "beats random by more than 2 sd" in answers and '"value least important": holds' in answers
