@@ -164,15 +164,10 @@ def _class_neurons_section(record: dict) -> list[str]:
         lines += [f"Homology-aware re-run (`{other}`: all chains of one UniProt accession on one side; its notebooks, "
                   f"results and figures are in `notebooks/{other}/`, `results/{other}/`, `figures/{other}/`):", "",
                   headline.map(lambda value: f"{value:.4f}" if isinstance(value, float) else value).to_markdown(), ""]
-        yardstick = next((row for row in headline.index if row.endswith("1-NN accuracy")), None)
-        if yardstick and "near-copy in train" in headline.index:
-            cell = headline.loc
-            lines += [f"Test accuracy is {cell['accuracy', ours]:.3f} with the {cell['split', ours]} split and "
-                      f"{cell['accuracy', other]:.3f} with the {cell['split', other]} split. The share of test sequences with a "
-                      f"near-copy in train falls from {cell['near-copy in train', ours]:.0%} to {cell['near-copy in train', other]:.0%}, "
-                      f"and the model-free {yardstick.split()[0]} nearest-neighbour yardstick from {cell[yardstick, ours]:.3f} to "
-                      f"{cell[yardstick, other]:.3f}. The gap in the yardstick is what leakage offers; the gap in accuracy is "
-                      "what the fine-tuned model takes of it.", ""]
+        if any(row.endswith("1-NN accuracy") for row in headline.index):
+            from .compare import leakage_summary
+
+            lines += [leakage_summary(headline), ""]
         if comparison.get("table1"):
             table = pd.DataFrame(comparison["table1"])
             table["rule"] = table["rule"].str.replace("|", "\\|", regex=False)  # 'IG |.|' inside a Markdown table

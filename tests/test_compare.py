@@ -29,3 +29,13 @@ def test_only_the_first_residues_count():
     test = pd.DataFrame({"sequence": [shared + _random_protein(rng, 200)], "label": [2]})
     assert kmer_neighbour_baseline(train, test, max_residues=40)["near-copy in train"] == 1.0
     assert kmer_neighbour_baseline(train, test, max_residues=240)["near-copy in train"] == 0.0
+
+
+def test_leakage_summary_reads_both_runs_from_a_headline_table():
+    from kn_utils.compare import leakage_summary
+
+    headline = pd.DataFrame({"a": {"split": "random", "accuracy": 0.5, "3-mer 1-NN accuracy": 0.7, "near-copy in train": 0.27},
+                             "b": {"split": "accession", "accuracy": 0.4, "3-mer 1-NN accuracy": 0.6, "near-copy in train": 0.02}})
+    text = leakage_summary(headline)
+    assert "0.500 with the random split and 0.400 with the accession split" in text
+    assert "27% against 2%" in text and "3-mer nearest-neighbour yardstick scores 0.700 against 0.600" in text
