@@ -79,16 +79,27 @@ def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
     return lines + [""]
 
 
-def _ablation_section(ablation: dict) -> list[str]:
+def _submodels(ablation: dict):
+    """The sweep's submodel table from ablation.json (random-free rules get seed -1)."""
     import pandas as pd
-
-    from .ablation import paper_table1, table1
 
     frame = pd.DataFrame(ablation["submodels"])
     frame["seed"] = frame["seed"].fillna(-1)
+    return frame
+
+
+def _markdown_safe(labels):
+    """Rule names with '|' escaped ('IG |.|') so they stay inside a Markdown table cell."""
+    return labels.str.replace("|", "\\|", regex=False)
+
+
+def _ablation_section(ablation: dict) -> list[str]:
+    from .ablation import paper_table1, table1
+
+    frame = _submodels(ablation)
     fractions = ablation["provenance"]["parameters"]["keep_fractions"]
     ours = table1(frame, fractions)
-    ours.index = ours.index.str.replace("|", "\\|", regex=False)  # 'IG |.|' inside a Markdown table
+    ours.index = _markdown_safe(ours.index)
     return ["### Table 1 (notebook 05)", "Ours (test accuracy; random: mean ± sd over seeds):", "", ours.to_markdown(), "",
             "The paper's:", "", paper_table1().to_markdown(), "",
             f"Majority class {ablation['majority_baseline']:.4f}, chance {ablation['chance']:.4f}. The sweep evaluates in "
@@ -170,7 +181,7 @@ def _class_neurons_section(record: dict) -> list[str]:
             lines += [leakage_summary(headline), ""]
         if comparison.get("table1"):
             table = pd.DataFrame(comparison["table1"])
-            table["rule"] = table["rule"].str.replace("|", "\\|", regex=False)  # 'IG |.|' inside a Markdown table
+            table["rule"] = _markdown_safe(table["rule"])
             lines += ["Table 1 of both runs (test accuracy by kept fraction; random: mean ± sd over seeds):", "",
                       table.to_markdown(index=False), ""]
         if comparison.get("selection_overlap"):
@@ -187,11 +198,9 @@ def _other_run_answers(results: Path, profile: str) -> list[str]:
     ablation, heatmaps = _load(results, "ablation"), _load(results, "heatmaps")
     if not ablation or not heatmaps:
         return []
-    frame = pd.DataFrame(ablation["submodels"])
-    frame["seed"] = frame["seed"].fillna(-1)
     tests = pd.DataFrame(heatmaps["tests"])
     return [f"The same answers in the `{profile}` run:", "",
-            *_ablation_answers(frame, ablation["provenance"]["parameters"]["keep_fractions"]), *_claim_answers(tests), ""]
+            *_ablation_answers(_submodels(ablation), ablation["provenance"]["parameters"]["keep_fractions"]), *_claim_answers(tests), ""]
 
 
 def render(results: Path = REPO_ROOT / "results") -> str:
