@@ -16,7 +16,6 @@ import torch
 
 from .metrics import classification_metrics, true_class_probabilities
 from .neurons import NeuronIndex, gated
-from .scoring import class_means  # noqa: F401  (notebook 07 calls class_neurons.class_means)
 from .training import predict_logits
 
 

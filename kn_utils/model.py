@@ -34,6 +34,7 @@ class ModelInfo:
     seed: int | None = None
     fine_tuned: bool = False
     training: dict | None = None  # what save_classifier recorded besides the source, e.g. max_residues
+    warm_start: str | None = None  # e.g. an MLM pass on the training chains before fine-tuning (random init only)
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
@@ -134,7 +135,7 @@ def load_finetuned(folder: str | os.PathLike, device: torch.device | str = "cpu"
         raise CheckpointError(f"{folder}: weights could not be read ({type(error).__name__}: {error})") from None
     info_path = folder / INFO_FILE
     info = json.loads(info_path.read_text()) if info_path.exists() else {"init": "unknown", "source": str(folder)}
-    fields = {key: info.pop(key, None) for key in ("init", "source", "seed")}
+    fields = {key: info.pop(key, None) for key in ("init", "source", "seed", "warm_start")}
     info.pop("fine_tuned", None)
     info.pop("training", None)
     return model.to(device).eval(), ModelInfo(fine_tuned=True, training=info, **fields)
@@ -146,5 +147,7 @@ def weights_banner(info: ModelInfo) -> str:
         return f"**Weights: pretrained ESM-2** from `{info.source}`."
     return ("<div style='border:3px solid #c00;padding:8px;background:#fee'><b>⚠ RANDOM INIT.</b> Pretrained ESM-2 "
             f"weights were not available, so this run fine-tunes the ESM-2 8M <i>architecture</i> from random weights "
-            f"(seed {info.seed}, source <code>{info.source}</code>). Its numbers are not those of pretrained ESM-2; the "
-            "paper's 0.913 needs the pretrained weights.</div>")
+            f"(seed {info.seed}, source <code>{info.source}</code>)"
+            + (f", its encoder warmed up by a short masked-language-model pass on this run's training chains "
+               f"(<code>{info.warm_start}</code>)" if info.warm_start else "")
+            + ". Its numbers are not those of pretrained ESM-2; the paper's 0.913 needs the pretrained weights.</div>")

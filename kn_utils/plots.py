@@ -69,6 +69,19 @@ def training_curve(history: list[dict], baselines: dict[str, float]) -> plt.Figu
     return figure
 
 
+def mlm_curve(history: list[dict], unigram_loss: float) -> plt.Figure:
+    """MLM warm-start loss against steps, with the loss of guessing from residue frequencies alone."""
+    frame = pd.DataFrame(history)
+    figure, axis = plt.subplots(figsize=(4.5, 3.2))
+    axis.plot(frame["step"], frame["loss"], marker=".")
+    axis.axhline(unigram_loss, color="grey", linestyle="--", label="residue frequencies only")
+    axis.set_xlabel("MLM step")
+    axis.set_ylabel("masked-residue loss (nats)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
 def confusion_heatmap(matrix: np.ndarray) -> plt.Figure:
     """Confusion matrix (rows true EC class, columns predicted), counts annotated, colour row-normalised."""
     names = [f"{c}" for c in EC_CLASSES]

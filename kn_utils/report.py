@@ -18,7 +18,9 @@ def _weights(result: dict) -> str:
     init = result.get("init", "unknown")
     if init == "pretrained":
         return f"pretrained ESM-2 weights (`{result.get('model_source')}`)"
-    return f"**random init** (`{result.get('model_source')}`), not pretrained ESM-2"
+    warm = result.get("warm_start")
+    start = f", encoder warmed up by masked-language modelling on the training chains (`{warm}`)" if warm else ""
+    return f"**random init** (`{result.get('model_source')}`){start}, not pretrained ESM-2"
 
 
 def _data_section(data: dict) -> list[str]:
@@ -52,7 +54,8 @@ def _finetune_section(finetune: dict) -> list[str]:
         f"| majority-class baseline | {finetune['majority_baseline']:.4f} | – |",
         "",
         f"{epochs} epochs, {finetune['wall_s'] / 60:.1f} min wall on {finetune['provenance']['torch_threads']} CPU threads "
-        f"({finetune['train_tokens_per_s']:,.0f} training tokens/s, peak RSS {finetune['peak_rss_mb']:,.0f} MB).",
+        + (f"including {finetune['mlm_seconds'] / 60:.1f} min of MLM warm start " if finetune.get("mlm_seconds") else "")
+        + f"({finetune['train_tokens_per_s']:,.0f} fine-tuning tokens/s, peak RSS {finetune['peak_rss_mb']:,.0f} MB).",
         "",
         "![training curve](figures/02_training_curve.png)",
         "",

@@ -34,6 +34,7 @@ class TrainConfig:
     precision: str = "bf16"  # bf16 | fp32 autocast for the forward pass
     seed: int = 0
     checkpoint_every: int = 100  # optimiser steps between checkpoints
+    warm_start: str = "none"  # what the encoder started from (pretraining.MLMConfig.describe()); a resume must match
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""

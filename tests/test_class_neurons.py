@@ -6,9 +6,10 @@ import torch
 
 from kn_utils.ablation import submodel
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.class_neurons import (balanced_subset, class_means, combination_counts, matched_random, membership, pairwise_overlap,
+from kn_utils.class_neurons import (balanced_subset, combination_counts, matched_random, membership, pairwise_overlap,
                                     per_class_effect, scaled_logits, scaling_effects, shared_and_specific,
                                     specificity_table, top_per_class)
+from kn_utils.scoring import class_means
 from kn_utils.motifs import (activation_peaks, benjamini_hochberg, enrichment, motif_coverage, near, peak_windows,
                              top_sequences)
 from kn_utils.neurons import NeuronIndex, hook_count, recording
