@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .provenance import REPO_ROOT
 from .sources import MIRROR_ENV
-from .runs import notebook_parameters, run_dir
+from .runs import load_profile, notebook_parameters, run_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 
@@ -17,6 +17,14 @@ def stage_notebooks(first: str | None = None, last: str | None = None) -> list[P
     """The numbered notebooks `NN_name.ipynb`, in order, from stage `first` to `last` (two-digit prefixes)."""
     notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
     return [nb for nb in notebooks if (first is None or nb.name[:2] >= first) and (last is None or nb.name[:2] <= last)]
+
+
+def undeclared_parameters(profile: str | os.PathLike, notebook: Path, declared: dict | None = None) -> list[str]:
+    """Names the profile's section for `notebook` sets but its parameters cell does not declare (as papermill reads it)."""
+    import papermill
+
+    declared = papermill.inspect_notebook(str(notebook)) if declared is None else declared
+    return sorted(set(load_profile(profile).get(notebook.stem) or {}) - set(declared))
 
 
 def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
@@ -32,6 +40,10 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
     executed = []
     for notebook in stage_notebooks(first, last):
         declared = papermill.inspect_notebook(str(notebook))
+        unknown = undeclared_parameters(profile, notebook, declared)
+        if unknown:  # papermill skips a parameter line it cannot parse; a silently ignored setting is worse than an error
+            raise ValueError(f"{notebook.name}: profile {profile!r} sets {', '.join(unknown)}, which the notebook's parameters "
+                             "cell does not declare (or papermill cannot parse its line)")
         parameters = {k: v for k, v in notebook_parameters(profile, notebook.name, overrides).items() if k in declared}
         if parameters.get("mirror"):
             parameters["mirror"] = str(Path(parameters["mirror"]).expanduser().resolve())

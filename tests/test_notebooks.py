@@ -78,6 +78,10 @@ def test_finetune_records_the_flat_keys_readers_rely_on(results):
     assert finetune["majority_baseline"] == pytest.approx(max(data["counts"]["test"].values()) / data["n_test"])
     assert len(finetune["history"]) == finetune["provenance"]["parameters"]["epochs"]
     assert sum(map(sum, finetune["confusion_matrix"])) == data["n_test"]
+    mlm = finetune["provenance"]["parameters"]["mlm"]  # the quick profile exercises the MLM warm start too
+    assert finetune["warm_start"].startswith(f"mlm-warm-start(steps={mlm['steps']},") and mlm["steps"] > 0
+    assert [point["step"] for point in finetune["mlm_history"]][-1] == mlm["steps"] and finetune["mlm_seconds"] > 0
+    assert finetune["provenance"]["model"]["warm_start"] == finetune["warm_start"]
 
 
 def test_every_result_records_its_provenance(results):
@@ -161,6 +165,7 @@ def test_saved_model_is_loadable_and_marked_random(quick_run):
 
     _, info = load_finetuned(quick_run / "model")
     assert info.init == "random" and info.training["max_residues"] == results_parameter(quick_run, "max_residues")
+    assert info.warm_start.startswith("mlm-warm-start(")  # later stages read it with the model
 
 
 def results_parameter(run: Path, name: str):

@@ -1,6 +1,7 @@
 """Profiles: sections merge in order, `extends` overrides a base profile key by key."""
 import pytest
 
+from kn_utils.runner import run_profile, stage_notebooks, undeclared_parameters
 from kn_utils.runs import load_profile, notebook_parameters
 
 
@@ -58,3 +59,15 @@ def test_publish_keeps_other_profiles_out_of_the_study_record(tmp_path, monkeypa
     assert "old" not in (repo / "README.md").read_text() and (repo / "README.md").read_text().endswith("tail\n")
     with pytest.raises(FileNotFoundError, match="no finished run"):
         publish("never-run", repo)
+
+
+@pytest.mark.parametrize("profile", ["quick", "full", "full-accession"])
+def test_every_profile_setting_reaches_a_declared_notebook_parameter(profile):
+    for notebook in stage_notebooks():
+        assert undeclared_parameters(profile, notebook) == [], notebook.name
+
+
+def test_a_setting_the_notebook_does_not_declare_stops_the_run(tmp_path):
+    (tmp_path / "typo.yaml").write_text("02_finetune:\n  mlm_stepz: 100\n")
+    with pytest.raises(ValueError, match="02_finetune.ipynb: profile .* sets mlm_stepz"):
+        run_profile(str(tmp_path / "typo.yaml"), first="02", last="02", output_dir=tmp_path / "out")
