@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import EsmConfig, EsmForMaskedLM
 
 from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch
-from .training import _save_checkpoint, autocast, learning_rate_at, length_batches
+from .training import _save_checkpoint, adamw, autocast, learning_rate_at, length_batches, load_checkpoint, optimiser_step
 
 RESIDUE_IDS = torch.tensor(sorted(TOKEN_ID[residue] for residue in STANDARD_RESIDUES))
 
@@ -99,22 +99,11 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     tokens = [encode(sequence, config.max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens])
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=config.learning_rate, betas=(0.9, config.beta2))
+    optimizer = adamw(model, config.learning_rate, config.weight_decay, config.beta2)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "train_tokens": 0, "window": [0.0, 0]}
-    if checkpoint_path.exists():
-        try:
-            saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        except Exception as error:
-            raise RuntimeError(f"{checkpoint_path}: corrupt MLM checkpoint ({error}); delete it to start over") from None
-        if saved["config"] != config.as_dict():
-            raise RuntimeError(f"{checkpoint_path}: written with other MLM settings; delete it or restore them")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
+    saved_state = load_checkpoint(checkpoint_path, config.as_dict(), model, optimizer, "MLM")
+    if saved_state is not None:
+        state = saved_state
         if state["step"] < config.steps:
             print(f"resuming MLM from {checkpoint_path} at step {state['step']} of {config.steps}")
     resumed_from = state["step"]
@@ -139,10 +128,7 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
             with autocast(device, config.precision):
                 logits = model(input_ids=inputs.to(device), attention_mask=attention_mask.to(device)).logits
             loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=-100)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            optimiser_step(model, optimizer, loss, config.grad_clip)
             state["step"] += 1
             state["train_tokens"] += int(attention_mask.sum())
             state["window"] = [state["window"][0] + loss.item(), state["window"][1] + 1]  # loss since the last log point

@@ -57,6 +57,7 @@ def _finetune_section(finetune: dict) -> list[str]:
         + (f"including {finetune['mlm_seconds'] / 60:.1f} min of MLM warm start " if finetune.get("mlm_seconds") else "")
         + f"({finetune['train_tokens_per_s']:,.0f} fine-tuning tokens/s, peak RSS {finetune['peak_rss_mb']:,.0f} MB).",
         "",
+        *(["![MLM warm start](figures/02_mlm_curve.png)", ""] if finetune.get("warm_start") else []),
         "![training curve](figures/02_training_curve.png)",
         "",
     ]

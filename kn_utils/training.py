@@ -127,6 +127,40 @@ def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: i
     return logits
 
 
+def adamw(model, learning_rate: float, weight_decay: float, beta2: float = 0.999) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, LayerNorm or embeddings)."""
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=learning_rate, betas=(0.9, beta2))
+
+
+def optimiser_step(model, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
+    """Backpropagate `loss`, clip the gradient norm to `grad_clip`, take one optimiser step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
+def load_checkpoint(path: Path, config: dict, model, optimizer, kind: str) -> dict | None:
+    """Restore model and optimiser from `path` and return its saved state; None when there is no checkpoint.
+
+    Refuses (naming the file) a checkpoint that cannot be read or was written with other `kind` settings.
+    """
+    if not path.exists():
+        return None
+    try:
+        saved = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
+    except Exception as error:
+        raise RuntimeError(f"{path}: corrupt {kind} checkpoint ({error}); delete it to start over") from None
+    if saved["config"] != config:
+        raise RuntimeError(f"{path}: written with other {kind} settings; delete it or restore them")
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    return saved["state"]
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     """torch.save through a temporary file so that a kill mid-write leaves the previous checkpoint intact."""
     with atomic_path(path) as temporary:
@@ -149,21 +183,11 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     total_steps = steps_per_epoch * config.epochs
     weights = class_weights(train_labels, model.config.num_labels, config.class_weighting)
     loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.learning_rate)
+    optimizer = adamw(model, config.learning_rate, config.weight_decay)
     state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
-    if checkpoint_path.exists():
-        try:
-            saved = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        except Exception as error:
-            raise RuntimeError(f"{checkpoint_path}: corrupt checkpoint ({error}); delete it to start over") from None
-        if saved["config"] != config.as_dict():
-            raise RuntimeError(f"{checkpoint_path}: written with other training settings; delete it or restore them")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
+    saved_state = load_checkpoint(checkpoint_path, config.as_dict(), model, optimizer, "training")
+    if saved_state is not None:
+        state = saved_state
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
     resumed_from = state["step"]
     model.train()
@@ -184,10 +208,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
             with autocast(device, config.precision):
                 logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
             loss = loss_fn(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
+            optimiser_step(model, optimizer, loss, config.grad_clip)
             state["step"] += 1
             state["train_tokens"] += int(mask.sum())
             epoch_loss += loss.item() * len(batch)

@@ -86,7 +86,7 @@ def test_resume_with_other_settings_is_refused(tiny_config, toy_task, tmp_path):
     with pytest.raises(RuntimeError, match="other training settings"):
         train(model, sequences, labels, sequences, labels, _config(epochs=1, learning_rate=1e-4), tmp_path, progress=False)
     (tmp_path / "last.pt").write_bytes(b"garbage")
-    with pytest.raises(RuntimeError, match="last.pt: corrupt checkpoint"):
+    with pytest.raises(RuntimeError, match="last.pt: corrupt training checkpoint"):
         train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
 
 
