@@ -36,6 +36,11 @@ class TrainConfig:
     checkpoint_every: int = 100  # optimiser steps between checkpoints
     warm_start: str = "none"  # what the encoder started from (pretraining.MLMConfig.describe()); a resume must match
 
+    def __post_init__(self) -> None:
+        """Refuse an unknown window policy now rather than train with a silent default."""
+        if self.crop not in {"random", "first"}:
+            raise ValueError(f"crop must be 'random' or 'first', not {self.crop!r}")
+
     def as_dict(self) -> dict:
         """Plain dict for result files."""
         return asdict(self)

@@ -95,3 +95,8 @@ def test_predictions_do_not_depend_on_batching(tiny_model):
     together = predict_logits(tiny_model, sequences, 64, max_tokens=4096)
     alone = np.concatenate([predict_logits(tiny_model, [s], 64) for s in sequences])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_an_unknown_crop_policy_is_refused_before_training():
+    with pytest.raises(ValueError, match="crop must be"):
+        TrainConfig(crop="middle")
