@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -68,10 +69,7 @@ def mask_tokens(input_ids: torch.Tensor, fraction: float, generator: torch.Gener
 
 def unigram_loss(sequences: list[str], max_residues: int) -> float:
     """Cross-entropy (nats) of predicting each residue from residue frequencies alone: the bar MLM must clear."""
-    counts: dict[str, int] = {}
-    for sequence in sequences:
-        for residue in sequence[:max_residues]:
-            counts[residue] = counts.get(residue, 0) + 1
+    counts = Counter(residue for sequence in sequences for residue in sequence[:max_residues])
     frequencies = np.array(list(counts.values()), dtype=float) / sum(counts.values())
     return float(-(frequencies * np.log(frequencies)).sum())
 
@@ -115,7 +113,8 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     model.train()
     bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc="MLM warm start")
     started = time.perf_counter()
-    while state["step"] < config.steps:
+    stopping = False
+    while state["step"] < config.steps and not stopping:
         epoch, offset = divmod(state["step"], steps_per_epoch)
         batches = length_batches(lengths, config.max_tokens, np.random.default_rng([config.seed, epoch]))
         for batch in batches[offset:]:
@@ -149,13 +148,11 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
                 started = time.perf_counter()
                 save()
             if done or stopping:
-                bar.close()
-                model.eval()
-                return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
-                        "stopped_early": not done}
+                break
     bar.close()
     model.eval()
-    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "stopped_early": False}
+    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
+            "stopped_early": state["step"] < config.steps}
 
 
 def warm_start(classifier, mlm_model: EsmForMaskedLM) -> None:

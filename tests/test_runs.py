@@ -1,4 +1,8 @@
 """Profiles: sections merge in order, `extends` overrides a base profile key by key."""
+import configparser
+import re
+from pathlib import Path
+
 import pytest
 
 from kn_utils.runner import run_profile, stage_notebooks, undeclared_parameters
@@ -75,10 +79,6 @@ def test_a_setting_the_notebook_does_not_declare_stops_the_run(tmp_path):
 
 def _sanitize(text: str) -> str:
     """Apply tests/nbval/sanitize.cfg the way nbval does, rule by rule in file order."""
-    import configparser
-    import re
-    from pathlib import Path
-
     rules = configparser.ConfigParser(interpolation=None)
     rules.read(Path(__file__).parent / "nbval" / "sanitize.cfg")
     for section in rules.sections():
