@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .alphabet import encode, pad_batch
+from .alphabet import MASK_ID, encode, pad_batch
 from .provenance import atomic_path
 
 
@@ -30,6 +30,7 @@ class TrainConfig:
     max_residues: int = 256  # residues the model sees per sequence
     crop: str = "random"  # training window: random | first (evaluation always takes the first residues)
     class_weighting: str = "none"  # none | balanced: cross-entropy weights inverse to class frequency
+    mask_fraction: float = 0.0  # training residues hidden behind <mask>, drawn afresh each epoch (augmentation)
     grad_clip: float = 1.0
     precision: str = "bf16"  # bf16 | fp32 autocast for the forward pass
     seed: int = 0
@@ -40,6 +41,8 @@ class TrainConfig:
         """Refuse an unknown window policy now rather than train with a silent default."""
         if self.crop not in {"random", "first"}:
             raise ValueError(f"crop must be 'random' or 'first', not {self.crop!r}")
+        if not 0.0 <= self.mask_fraction < 1.0:
+            raise ValueError(f"mask_fraction must be in [0, 1), not {self.mask_fraction!r}")
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
@@ -91,6 +94,21 @@ def crop_window(sequence: str, max_residues: int, rng: np.random.Generator | Non
         return sequence
     start = int(rng.integers(0, len(sequence) - max_residues + 1)) if rng is not None else 0
     return sequence[start : start + max_residues]
+
+
+def mask_residues(tokens: list[list[int]], fraction: float, rng: np.random.Generator) -> list[list[int]]:
+    """Hide each residue behind <mask> with probability `fraction` (never <cls>/<eos>), so that the classifier
+    cannot lean on any single residue and answers alike for close homologs."""
+    if fraction == 0.0:
+        return tokens
+    masked = []
+    for ids in tokens:
+        hidden = np.flatnonzero(rng.random(len(ids) - 2) < fraction) + 1
+        ids = list(ids)
+        for position in hidden:
+            ids[position] = MASK_ID
+        masked.append(ids)
+    return masked
 
 
 def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
@@ -201,7 +219,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         epoch, offset = divmod(state["step"], steps_per_epoch)
         epoch_rng = np.random.default_rng([config.seed, epoch])
         crops = [crop_window(s, config.max_residues, epoch_rng if config.crop == "random" else None) for s in train_sequences]
-        tokens = [encode(s) for s in crops]
+        tokens = mask_residues([encode(s) for s in crops], config.mask_fraction, np.random.default_rng([config.seed, epoch, 1]))
         batches = length_batches(np.array([len(t) for t in tokens]), config.max_tokens, epoch_rng)
         torch.manual_seed(config.seed * 100_003 + epoch)
         started, epoch_loss, epoch_examples = time.perf_counter(), 0.0, 0

@@ -5,7 +5,9 @@ import torch
 
 from kn_utils.metrics import classification_metrics, majority_baseline
 from kn_utils.model import random_classifier
-from kn_utils.training import TrainConfig, class_weights, crop_window, learning_rate_at, length_batches, predict_logits, train
+from kn_utils.alphabet import CLS_ID, EOS_ID, MASK_ID, encode
+from kn_utils.training import (TrainConfig, class_weights, crop_window, learning_rate_at, length_batches, mask_residues,
+                               predict_logits, train)
 
 
 def test_length_batches_cover_every_index_once_within_the_token_budget():
@@ -100,3 +102,33 @@ def test_predictions_do_not_depend_on_batching(tiny_model):
 def test_an_unknown_crop_policy_is_refused_before_training():
     with pytest.raises(ValueError, match="crop must be"):
         TrainConfig(crop="middle")
+
+
+def test_mask_residues_hides_residues_but_never_the_boundaries():
+    tokens = [encode("ACDEFGHIKLMNPQRSTVWY" * 10), encode("ACD")]
+    masked = mask_residues(tokens, 0.3, np.random.default_rng(0))
+    assert [len(ids) for ids in masked] == [len(ids) for ids in tokens]
+    assert all(ids[0] == CLS_ID and ids[-1] == EOS_ID for ids in masked)
+    hidden = np.mean([token == MASK_ID for token in masked[0][1:-1]])
+    assert 0.2 < hidden < 0.4
+    kept = [(a, b) for a, b in zip(tokens[0], masked[0]) if b != MASK_ID]
+    assert all(a == b for a, b in kept)
+    assert mask_residues(tokens, 0.0, np.random.default_rng(0)) is tokens
+    with pytest.raises(ValueError, match="mask_fraction"):
+        TrainConfig(mask_fraction=1.0)
+
+
+def test_masked_training_still_learns_and_resumes_identically(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    tiny_config.num_labels = 3
+    model = random_classifier(tiny_config, 0, "eager")
+    before = classification_metrics(predict_logits(model, sequences, 40), labels)["accuracy"]
+    outcome = train(model, sequences, labels, sequences, labels, _config(mask_fraction=0.15), tmp_path / "a",
+                    classification_metrics, progress=False)
+    assert outcome["history"][-1]["accuracy"] > max(before, majority_baseline(labels, labels)) + 0.2
+    killed = random_classifier(tiny_config, 0, "eager")
+    train(killed, sequences, labels, sequences, labels, _config(mask_fraction=0.15), tmp_path / "b", progress=False,
+          stop_after_steps=7)
+    train(killed, sequences, labels, sequences, labels, _config(mask_fraction=0.15), tmp_path / "b", progress=False)
+    for name, weight in model.state_dict().items():
+        torch.testing.assert_close(killed.state_dict()[name], weight)
