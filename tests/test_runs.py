@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from kn_utils.report import _mlm_share
 from kn_utils.runner import run_profile, stage_notebooks, undeclared_parameters
 from kn_utils.runs import load_profile, notebook_parameters
 
@@ -94,3 +95,11 @@ def test_sanitizer_hides_wall_clock_but_not_results():
     assert _sanitize(reference) != _sanitize(rerun.replace("2.936", "2.937"))
     assert _sanitize("done in 1.5 min on device: cpu") == _sanitize("done in 3 min on device: cuda")
     assert "30 steps" in _sanitize(reference)
+
+
+def test_report_says_when_the_warm_start_was_reused_from_its_checkpoint():
+    computed = {"mlm_seconds": 480.0, "train_seconds": 900.0, "wall_s": 1500.0}
+    reused = {"mlm_seconds": 480.0, "train_seconds": 900.0, "wall_s": 1000.0}
+    assert _mlm_share(computed) == "including 8.0 min of MLM warm start "
+    assert "reused from its checkpoint" in _mlm_share(reused) and "24.7 min from scratch" in _mlm_share(reused)
+    assert _mlm_share({"mlm_seconds": 0.0, "train_seconds": 900.0, "wall_s": 1000.0}) == ""
