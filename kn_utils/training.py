@@ -166,10 +166,11 @@ def optimiser_step(model, optimizer: torch.optim.Optimizer, loss: torch.Tensor, 
     optimizer.step()
 
 
-def load_checkpoint(path: Path, config: dict, model, optimizer, kind: str) -> dict | None:
+def load_checkpoint(path: Path, config: dict, model, optimizer, kind: str, defaults: dict | None = None) -> dict | None:
     """Restore model and optimiser from `path` and return its saved state; None when there is no checkpoint.
 
-    Refuses (naming the file) a checkpoint that cannot be read or was written with other `kind` settings.
+    Refuses (naming the file) a checkpoint that cannot be read or was written with other `kind` settings. A setting
+    the checkpoint predates counts as its value in `defaults`, so a release that adds a knob keeps old runs resumable.
     """
     if not path.exists():
         return None
@@ -177,7 +178,7 @@ def load_checkpoint(path: Path, config: dict, model, optimizer, kind: str) -> di
         saved = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
     except Exception as error:
         raise RuntimeError(f"{path}: corrupt {kind} checkpoint ({error}); delete it to start over") from None
-    if saved["config"] != config:
+    if {**(defaults or {}), **saved["config"]} != config:
         raise RuntimeError(f"{path}: written with other {kind} settings; delete it or restore them")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -208,7 +209,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     optimizer = adamw(model, config.learning_rate, config.weight_decay)
     state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
-    saved_state = load_checkpoint(checkpoint_path, config.as_dict(), model, optimizer, "training")
+    saved_state = load_checkpoint(checkpoint_path, config.as_dict(), model, optimizer, "training", TrainConfig().as_dict())
     if saved_state is not None:
         state = saved_state
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")

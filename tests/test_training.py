@@ -92,6 +92,19 @@ def test_resume_with_other_settings_is_refused(tiny_config, toy_task, tmp_path):
         train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
 
 
+def test_a_checkpoint_that_predates_a_setting_resumes_at_its_default(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    model = random_classifier(tiny_config, 0, "eager")
+    train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False, stop_after_steps=1)
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=False)
+    del checkpoint["config"]["mask_fraction"]  # as written before the setting existed
+    torch.save(checkpoint, tmp_path / "last.pt")
+    with pytest.raises(RuntimeError, match="other training settings"):
+        train(model, sequences, labels, sequences, labels, _config(epochs=1, mask_fraction=0.15), tmp_path, progress=False)
+    outcome = train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
+    assert outcome["resumed_from_step"] == 1
+
+
 def test_predictions_do_not_depend_on_batching(tiny_model):
     sequences = ["MKTAYIAKQRQISFVK", "MNIF", "GSHMSLFDKLKGLVGKEKPL", "MADQ"]
     together = predict_logits(tiny_model, sequences, 64, max_tokens=4096)
