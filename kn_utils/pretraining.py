@@ -99,7 +99,7 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
     optimizer = adamw(model, config.learning_rate, config.weight_decay, config.beta2)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "train_tokens": 0, "window": [0.0, 0]}
-    saved_state = load_checkpoint(checkpoint_path, config.as_dict(), model, optimizer, "MLM")
+    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "MLM")
     if saved_state is not None:
         state = saved_state
         if state["step"] < config.steps:

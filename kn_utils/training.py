@@ -103,11 +103,9 @@ def mask_residues(tokens: list[list[int]], fraction: float, rng: np.random.Gener
         return tokens
     masked = []
     for ids in tokens:
-        hidden = np.flatnonzero(rng.random(len(ids) - 2) < fraction) + 1
-        ids = list(ids)
-        for position in hidden:
-            ids[position] = MASK_ID
-        masked.append(ids)
+        ids = np.array(ids)
+        ids[1:-1][rng.random(len(ids) - 2) < fraction] = MASK_ID
+        masked.append(ids.tolist())
     return masked
 
 
@@ -166,11 +164,12 @@ def optimiser_step(model, optimizer: torch.optim.Optimizer, loss: torch.Tensor, 
     optimizer.step()
 
 
-def load_checkpoint(path: Path, config: dict, model, optimizer, kind: str, defaults: dict | None = None) -> dict | None:
+def load_checkpoint(path: Path, config, model, optimizer, kind: str) -> dict | None:
     """Restore model and optimiser from `path` and return its saved state; None when there is no checkpoint.
 
-    Refuses (naming the file) a checkpoint that cannot be read or was written with other `kind` settings. A setting
-    the checkpoint predates counts as its value in `defaults`, so a release that adds a knob keeps old runs resumable.
+    Refuses (naming the file) a checkpoint that cannot be read or was written with other `kind` settings than the
+    dataclass `config`. A setting the checkpoint predates counts as its default, so a release that adds a knob keeps
+    old runs resumable.
     """
     if not path.exists():
         return None
@@ -178,7 +177,7 @@ def load_checkpoint(path: Path, config: dict, model, optimizer, kind: str, defau
         saved = torch.load(path, map_location=next(model.parameters()).device, weights_only=False)
     except Exception as error:
         raise RuntimeError(f"{path}: corrupt {kind} checkpoint ({error}); delete it to start over") from None
-    if {**(defaults or {}), **saved["config"]} != config:
+    if {**type(config)().as_dict(), **saved["config"]} != config.as_dict():
         raise RuntimeError(f"{path}: written with other {kind} settings; delete it or restore them")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -209,7 +208,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
     optimizer = adamw(model, config.learning_rate, config.weight_decay)
     state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
-    saved_state = load_checkpoint(checkpoint_path, config.as_dict(), model, optimizer, "training", TrainConfig().as_dict())
+    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "training")
     if saved_state is not None:
         state = saved_state
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
