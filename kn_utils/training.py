@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .alphabet import MASK_ID, encode, pad_batch
+from .model import pooling_of
 from .provenance import atomic_path
 
 
@@ -36,6 +37,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100  # optimiser steps between checkpoints
     warm_start: str = "none"  # what the encoder started from (pretraining.MLMConfig.describe()); a resume must match
+    pooling: str = "cls"  # what the classification head reads (model.pooling_of); must be the model's
 
     def __post_init__(self) -> None:
         """Refuse an unknown window policy now rather than train with a silent default."""
@@ -199,6 +201,8 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     ends this call early (checkpoint written), as a kill would; the next call resumes. Returns
     {"history": [...per epoch...], "train_tokens": n, "train_seconds": s, "steps": n, "resumed_from_step": k}.
     """
+    if pooling_of(model) != config.pooling:
+        raise ValueError(f"the model's head reads pooling {pooling_of(model)!r} but the config says {config.pooling!r}")
     device = next(model.parameters()).device
     checkpoint_path = Path(checkpoint_dir) / "last.pt"
     lengths = np.array([min(len(s), config.max_residues) + 2 for s in train_sequences])

@@ -1,4 +1,6 @@
 """Loading the classifier: seeded random init, pretrained from a local folder, save/load, broken checkpoints."""
+import json
+
 import pytest
 import torch
 
@@ -73,3 +75,39 @@ def test_device_selection_falls_back_to_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
             select_device("cuda")
+
+
+def test_mean_pooling_reads_the_mean_of_non_padding_states(tiny_config):
+    model = random_classifier(tiny_config, 0, "eager", pooling="mean").eval()
+    input_ids, mask = pad_batch([encode("MKTAYIAKQR"), encode("MNIF")])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        states = model.esm(input_ids, attention_mask=mask).last_hidden_state
+        by_hand = torch.stack([model.classifier(states[i : i + 1, : int(mask[i].sum())].mean(1, keepdim=True))[0]
+                               for i in range(2)])
+        alone = model(input_ids=input_ids[1:, :6], attention_mask=mask[1:, :6]).logits  # "MNIF" without padding
+    torch.testing.assert_close(logits, by_hand)
+    torch.testing.assert_close(logits[1:], alone)  # padding does not move the mean
+    stock = random_classifier(tiny_config, 0, "eager").eval()  # same weights, <cls> head
+    assert not torch.allclose(logits, _logits(stock))
+
+
+def test_pooling_survives_save_and_load_and_old_folders_read_cls(tmp_path, tiny_config):
+    model = random_classifier(tiny_config, 0, "eager", pooling="mean").eval()
+    folder = save_classifier(model, tmp_path / "model", ModelInfo("random", "test", 0, pooling="mean"))
+    loaded, info = load_finetuned(folder, attn_implementation="eager")
+    assert info.pooling == "mean" and torch.equal(_logits(loaded), _logits(model))
+    config = json.loads((folder / "config.json").read_text())
+    del config["classifier_pooling"]  # a folder saved before pooling was a setting
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_finetuned(folder)[1].pooling == "cls"
+
+
+def test_pooling_auto_follows_the_weights(tmp_path, tiny_model):
+    tiny_model.esm.save_pretrained(tmp_path / "esm")
+    assert load_classifier("pretrained", tmp_path / "esm", pooling="auto")[1].pooling == "cls"
+    random_model, info = load_classifier("random", pooling="auto")
+    assert info.pooling == "mean" == random_model.config.classifier_pooling
+    assert "pooling=mean" in weights_banner(info)
+    with pytest.raises(ValueError, match="pooling must be"):
+        load_classifier("random", pooling="max")

@@ -92,10 +92,10 @@ def test_ig_matches_captum(tiny_model):
         np.testing.assert_allclose(ours["attributions"][row], reference[0].numpy(), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("rule", ["gausslegendre", "riemann_trapezoid"])
-def test_completeness_with_enough_steps(tiny_config, rule):
+@pytest.mark.parametrize("rule, pooling", [("gausslegendre", "cls"), ("riemann_trapezoid", "cls"), ("gausslegendre", "mean")])
+def test_completeness_with_enough_steps(tiny_config, rule, pooling):
     model = random_classifier(esm2_config(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-                                initializer_range=0.3), 0, "eager").eval()  # larger weights: a curved path
+                                initializer_range=0.3), 0, "eager", pooling).eval()  # larger weights: a curved path
     result = integrated_gradients(model, SEQUENCES, LABELS, max_residues=64, steps=64, rule=rule)
     delta = result["p_on"] - result["p_off"]
     assert np.abs(delta).min() > 1e-3  # switching all neurons off changes the prediction

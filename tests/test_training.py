@@ -66,6 +66,17 @@ def test_training_learns_a_planted_motif(tiny_config, toy_task, tmp_path):
     assert outcome["train_tokens"] == sum(len(s) + 2 for s in sequences) * 15
 
 
+def test_mean_pooled_head_learns_and_must_match_the_config(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    tiny_config.num_labels = 3
+    model = random_classifier(tiny_config, 0, "eager", pooling="mean")
+    with pytest.raises(ValueError, match="pooling 'mean' but the config says 'cls'"):
+        train(model, sequences, labels, sequences, labels, _config(), tmp_path, progress=False)
+    history = train(model, sequences, labels, sequences, labels, _config(pooling="mean"), tmp_path,
+                    classification_metrics, progress=False)["history"]
+    assert history[-1]["accuracy"] > majority_baseline(labels, labels) + 0.2
+
+
 def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
     config = _config(epochs=2, checkpoint_every=2, precision="bf16")
