@@ -23,6 +23,13 @@ def _weights(result: dict) -> str:
     return f"**random init** (`{result.get('model_source')}`){start}, not pretrained ESM-2"
 
 
+def _pooling(finetune: dict) -> str:
+    """What the classification head read (result files before pooling was a setting read <cls>)."""
+    if finetune.get("pooling", "cls") == "mean":
+        return "the mean final state of all non-padding positions (`pooling: mean`; the paper's head reads `<cls>`)"
+    return "the final `<cls>` state, as in the paper"
+
+
 def _data_section(data: dict) -> list[str]:
     counts = data["counts"]
     per_class = {c: counts["train"][c] + counts["test"][c] for c in counts["train"]}
@@ -56,7 +63,7 @@ def _finetune_section(finetune: dict) -> list[str]:
     epochs = len(finetune["history"])
     return [
         "### Fine-tuning (notebook 02)",
-        f"Weights: {_weights(finetune)}.",
+        f"Weights: {_weights(finetune)}. Head input: {_pooling(finetune)}.",
         "",
         "| metric | ours | paper |",
         "| --- | --- | --- |",

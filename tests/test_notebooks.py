@@ -193,6 +193,7 @@ def test_report_renders_every_stage_from_the_result_files(quick_run, tmp_path):
         assert heading in text
     assert "beats random by more than 2 sd" in text and '"value least important": holds' in text
     assert "**random init**" in text and "Benjamini-Hochberg" in text
+    assert "Head input: the mean final state" in text  # quick is random init, so pooling auto reads the mean
 
 
 def test_report_renders_the_homology_comparison(quick_run, tmp_path):
