@@ -38,6 +38,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # optimiser steps between checkpoints
     warm_start: str = "none"  # what the encoder started from (pretraining.MLMConfig.describe()); a resume must match
     pooling: str = "cls"  # what the classification head reads (model.pooling_of); must be the model's
+    torch_compile: bool = False  # compile the training forward/backward (torch.compile, dynamic shapes); ~1.4x on CPU
 
     def __post_init__(self) -> None:
         """Refuse an unknown window policy now rather than train with a silent default."""
@@ -88,6 +89,15 @@ def attention_implementation(model, implementation: str):
         yield model
     finally:
         model.set_attn_implementation(previous)
+
+
+def compiled_forward(model) -> torch.nn.Module:
+    """The model compiled once for every batch shape (`dynamic=True`); same parameters, eval and hooks stay eager.
+
+    Length-bucketed batches change both batch size and width from step to step; static shapes would recompile
+    for most of them. The first steps pay the compilation (about 45 s for ESM-2 8M on 2 CPU cores).
+    """
+    return torch.compile(model, dynamic=True)
 
 
 def crop_window(sequence: str, max_residues: int, rng: np.random.Generator | None) -> str:
@@ -218,6 +228,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
     resumed_from = state["step"]
     model.train()
+    forward = compiled_forward(model) if config.torch_compile else model
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")
     while state["step"] < total_steps:
         epoch, offset = divmod(state["step"], steps_per_epoch)
@@ -233,7 +244,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
             input_ids, mask = pad_batch([tokens[i] for i in batch])
             labels = torch.as_tensor(train_labels[batch], device=device)
             with autocast(device, config.precision):
-                logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
             loss = loss_fn(logits.float(), labels)
             optimiser_step(model, optimizer, loss, config.grad_clip)
             state["step"] += 1

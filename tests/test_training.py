@@ -77,6 +77,25 @@ def test_mean_pooled_head_learns_and_must_match_the_config(tiny_config, toy_task
     assert history[-1]["accuracy"] > majority_baseline(labels, labels) + 0.2
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_compiled_training_follows_the_eager_run(tiny_config, toy_task, tmp_path, precision):
+    """torch.compile with dynamic shapes changes speed, not the run (PyTorch has shipped silent autocast bugs)."""
+    sequences, labels = toy_task
+    tiny_config.num_labels = 3
+    runs = {}
+    for compiled in (False, True):
+        model = random_classifier(tiny_config, 0, "eager", pooling="mean")
+        config = _config(epochs=8, precision=precision, pooling="mean", torch_compile=compiled)
+        runs[compiled] = train(model, sequences, labels, sequences, labels, config, tmp_path / str(compiled),
+                               classification_metrics, progress=False)
+        assert type(model).__name__ == "EsmClassifier"  # the caller's model stays eager, saveable, hookable
+    eager, compiled = ([epoch["train_loss"] for epoch in runs[key]["history"]] for key in (False, True))
+    assert runs[True]["step"] == runs[False]["step"] > 10  # many batch shapes, one compiled graph
+    tolerance = 1e-4 if precision == "fp32" else 2e-2
+    assert np.allclose(compiled, eager, rtol=tolerance), (compiled, eager)
+    assert eager[-1] < 0.85 * eager[0]
+
+
 def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
     config = _config(epochs=2, checkpoint_every=2, precision="bf16")
