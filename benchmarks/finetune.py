@@ -1,13 +1,16 @@
 """Training throughput of kn_utils' fine-tuning loop against a plain baseline, measured in the same run.
 
-Ours: length-bucketed batches (no padding computed), eager attention under bf16 autocast; then the same loop with
-`torch_compile=True` (the full profile's setting), whose first epoch pays the compilation: it is reported both over
-all epochs and in steady state (epochs after the first).
+Ours: length-bucketed batches (no padding computed), eager attention under bf16 autocast (the study's loop); then
+the same loop with `torch_compile=True`, whose first epoch pays the compilation: it is reported both over all epochs
+and in steady state (epochs after the first).
 Baseline: the stock recipe, fixed-length batches padded to `max_residues`, the library's default attention
 (SDPA) in fp32. Both train the same ESM-2 8M architecture on the same sequences with AdamW; throughput
 counts real (non-padding) tokens per second. Prints the median of `--repeats` runs of each and the ratio.
 
-    python benchmarks/finetune.py [--sequences 256] [--repeats 3] [--epochs 3]
+Defaults: the `full` profile's fine-tuning window and batch (`max_residues`, `max_tokens`), so the ratio is the
+study's; `--max-residues 256 --max-tokens 4096` measures longer windows, where attention weighs more.
+
+    python benchmarks/finetune.py [--sequences 256] [--repeats 3] [--epochs 3] [--max-residues N] [--max-tokens N]
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import torch
 
 from kn_utils.alphabet import encode, pad_batch
 from kn_utils.model import random_classifier, esm2_config
+from kn_utils.runs import notebook_parameters
 from kn_utils.training import TrainConfig, train
 
 
@@ -78,11 +82,13 @@ def baseline(sequences: list[str], labels: np.ndarray, max_residues: int, max_to
 
 def main() -> None:
     """Run both loops `--repeats` times, alternating, and print medians and their ratio."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sequences", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--max-residues", type=int, default=256)
-    parser.add_argument("--max-tokens", type=int, default=4096)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sequences", type=int, default=256, help="training sequences (the dataset's with $KN_MIRROR)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; medians are printed")
+    study = notebook_parameters("full", "02_finetune.ipynb")
+    parser.add_argument("--max-residues", type=int, default=study["max_residues"], help="residues per sequence")
+    parser.add_argument("--max-tokens", type=int, default=study["max_tokens"], help="padded tokens per batch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run of our loops (the baseline runs one)")
     args = parser.parse_args()
     sequences, labels = benchmark_sequences(args.sequences, 0)

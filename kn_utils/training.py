@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,7 +39,7 @@ class TrainConfig:
     checkpoint_every: int = 100  # optimiser steps between checkpoints
     warm_start: str = "none"  # what the encoder started from (pretraining.MLMConfig.describe()); a resume must match
     pooling: str = "cls"  # what the classification head reads (model.pooling_of); must be the model's
-    torch_compile: bool = False  # compile the training forward/backward (torch.compile, dynamic shapes); ~1.4x on CPU
+    torch_compile: bool = False  # compile the training step (torch.compile, dynamic shapes): 1.2x at 256 residues on CPU
 
     def __post_init__(self) -> None:
         """Refuse an unknown window policy now rather than train with a silent default."""
@@ -209,7 +210,8 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
 
     `evaluate(logits, labels) -> dict` is called on the evaluation set after every epoch. `stop_after_steps`
     ends this call early (checkpoint written), as a kill would; the next call resumes. Returns
-    {"history": [...per epoch...], "train_tokens": n, "train_seconds": s, "steps": n, "resumed_from_step": k}.
+    {"history": [...per epoch...], "train_tokens": n, "train_seconds": s, "step": n, "resumed_from_step": k,
+    "compiled": whether the steps ran compiled (`config.torch_compile`, unless compilation failed: a warning says so)}.
     """
     if pooling_of(model) != config.pooling:
         raise ValueError(f"the model's head reads pooling {pooling_of(model)!r} but the config says {config.pooling!r}")
@@ -244,7 +246,15 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
             input_ids, mask = pad_batch([tokens[i] for i in batch])
             labels = torch.as_tensor(train_labels[batch], device=device)
             with autocast(device, config.precision):
-                logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                try:
+                    logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                except Exception as error:  # compilation fails late, at the first call (e.g. no C++ compiler)
+                    if forward is model:
+                        raise
+                    warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
+                                  "training continues uncompiled", RuntimeWarning, stacklevel=2)
+                    forward = model
+                    logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
             loss = loss_fn(logits.float(), labels)
             optimiser_step(model, optimizer, loss, config.grad_clip)
             state["step"] += 1
@@ -276,4 +286,4 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                                            "optimizer": optimizer.state_dict(), "state": state})
     bar.close()
     model.eval()
-    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from}
+    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "compiled": forward is not model}

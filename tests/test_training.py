@@ -1,8 +1,11 @@
 """Fine-tuning mechanics on a tiny model: bucketing, schedule, learning, and resume after a kill."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
+from kn_utils import training
 from kn_utils.metrics import classification_metrics, majority_baseline
 from kn_utils.model import random_classifier
 from kn_utils.alphabet import CLS_ID, EOS_ID, MASK_ID, encode
@@ -90,10 +93,36 @@ def test_compiled_training_follows_the_eager_run(tiny_config, toy_task, tmp_path
                                classification_metrics, progress=False)
         assert type(model).__name__ == "EsmClassifier"  # the caller's model stays eager, saveable, hookable
     eager, compiled = ([epoch["train_loss"] for epoch in runs[key]["history"]] for key in (False, True))
+    assert runs[True]["compiled"] and not runs[False]["compiled"]
     assert runs[True]["step"] == runs[False]["step"] > 10  # many batch shapes, one compiled graph
     tolerance = 1e-4 if precision == "fp32" else 2e-2
     assert np.allclose(compiled, eager, rtol=tolerance), (compiled, eager)
     assert eager[-1] < 0.85 * eager[0]
+
+
+def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_config, toy_task, tmp_path, monkeypatch):
+    """A machine without a working compiler still trains, says so, and gets the eager run's numbers."""
+    sequences, labels = toy_task
+    tiny_config.num_labels = 3
+
+    def broken(model):
+        def forward(**inputs):
+            raise RuntimeError("InductorError: no C++ compiler found\nsecond line")
+        return forward
+
+    monkeypatch.setattr(training, "compiled_forward", broken)
+    outcomes = {}
+    for compiled in (False, True):
+        config = _config(epochs=2, torch_compile=compiled)
+        model = random_classifier(tiny_config, 0, "eager")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            outcomes[compiled] = train(model, sequences, labels, sequences, labels, config, tmp_path / str(compiled), progress=False)
+        messages = [str(w.message) for w in caught if "torch.compile failed" in str(w.message)]
+        assert messages == ([] if not compiled else ["torch.compile failed (RuntimeError: InductorError: no C++ compiler "
+                                                     "found); training continues uncompiled"])
+        assert outcomes[compiled]["compiled"] is False
+    assert [h["train_loss"] for h in outcomes[True]["history"]] == [h["train_loss"] for h in outcomes[False]["history"]]
 
 
 def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path):
