@@ -92,13 +92,28 @@ def attention_implementation(model, implementation: str):
         model.set_attn_implementation(previous)
 
 
-def compiled_forward(model) -> torch.nn.Module:
+class CompiledForward:
     """The model compiled once for every batch shape (`dynamic=True`); same parameters, eval and hooks stay eager.
 
     Length-bucketed batches change both batch size and width from step to step; static shapes would recompile
-    for most of them. The first steps pay the compilation (about 45 s for ESM-2 8M on 2 CPU cores).
+    for most of them. The first steps pay the compilation (about 45 s for ESM-2 8M on 2 CPU cores). Compilation
+    fails late, at a call (e.g. no C++ compiler): then it warns and runs the model eagerly from there on.
     """
-    return torch.compile(model, dynamic=True)
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self.compiled = torch.compile(model, dynamic=True)
+
+    def __call__(self, **inputs):
+        """The compiled model's output, or the eager model's once compilation has failed."""
+        if self.compiled is not None:
+            try:
+                return self.compiled(**inputs)
+            except Exception as error:
+                warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
+                              "training continues uncompiled", RuntimeWarning, stacklevel=2)
+                self.compiled = None
+        return self.model(**inputs)
 
 
 def crop_window(sequence: str, max_residues: int, rng: np.random.Generator | None) -> str:
@@ -230,7 +245,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
     resumed_from = state["step"]
     model.train()
-    forward = compiled_forward(model) if config.torch_compile else model
+    forward = CompiledForward(model) if config.torch_compile else model
     bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")
     while state["step"] < total_steps:
         epoch, offset = divmod(state["step"], steps_per_epoch)
@@ -246,15 +261,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
             input_ids, mask = pad_batch([tokens[i] for i in batch])
             labels = torch.as_tensor(train_labels[batch], device=device)
             with autocast(device, config.precision):
-                try:
-                    logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-                except Exception as error:  # compilation fails late, at the first call (e.g. no C++ compiler)
-                    if forward is model:
-                        raise
-                    warnings.warn(f"torch.compile failed ({type(error).__name__}: {str(error).strip().splitlines()[0][:200]}); "
-                                  "training continues uncompiled", RuntimeWarning, stacklevel=2)
-                    forward = model
-                    logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
             loss = loss_fn(logits.float(), labels)
             optimiser_step(model, optimizer, loss, config.grad_clip)
             state["step"] += 1
@@ -286,4 +293,5 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                                            "optimizer": optimizer.state_dict(), "state": state})
     bar.close()
     model.eval()
-    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "compiled": forward is not model}
+    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
+            "compiled": isinstance(forward, CompiledForward) and forward.compiled is not None}

@@ -105,12 +105,12 @@ def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_config, to
     sequences, labels = toy_task
     tiny_config.num_labels = 3
 
-    def broken(model):
+    def broken(model, **options):
         def forward(**inputs):
             raise RuntimeError("InductorError: no C++ compiler found\nsecond line")
         return forward
 
-    monkeypatch.setattr(training, "compiled_forward", broken)
+    monkeypatch.setattr(training.torch, "compile", broken)
     outcomes = {}
     for compiled in (False, True):
         config = _config(epochs=2, torch_compile=compiled)
