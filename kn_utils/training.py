@@ -32,6 +32,7 @@ class TrainConfig:
     max_residues: int = 256  # residues the model sees per sequence
     crop: str = "random"  # training window: random | first (evaluation always takes the first residues)
     class_weighting: str = "none"  # none | balanced: cross-entropy weights inverse to class frequency
+    label_smoothing: float = 0.0  # share of each target spread over all classes (torch's CrossEntropyLoss)
     mask_fraction: float = 0.0  # training residues hidden behind <mask>, drawn afresh each epoch (augmentation)
     grad_clip: float = 1.0
     precision: str = "bf16"  # bf16 | fp32 autocast for the forward pass
@@ -42,11 +43,13 @@ class TrainConfig:
     torch_compile: bool = False  # compile the training step (torch.compile, dynamic shapes): 1.2x at 256 residues on CPU
 
     def __post_init__(self) -> None:
-        """Refuse an unknown window policy now rather than train with a silent default."""
+        """Refuse an unknown window policy or an out-of-range fraction now rather than train with a silent default."""
         if self.crop not in {"random", "first"}:
             raise ValueError(f"crop must be 'random' or 'first', not {self.crop!r}")
         if not 0.0 <= self.mask_fraction < 1.0:
             raise ValueError(f"mask_fraction must be in [0, 1), not {self.mask_fraction!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing!r}")
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
@@ -236,7 +239,8 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
     total_steps = steps_per_epoch * config.epochs
     weights = class_weights(train_labels, model.config.num_labels, config.class_weighting)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device))
+    loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
+                                        label_smoothing=config.label_smoothing)
     optimizer = adamw(model, config.learning_rate, config.weight_decay)
     state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
     saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "training")

@@ -80,6 +80,25 @@ def test_mean_pooled_head_learns_and_must_match_the_config(tiny_config, toy_task
     assert history[-1]["accuracy"] > majority_baseline(labels, labels) + 0.2
 
 
+def test_label_smoothing_is_the_loss_trained_on(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    tiny_config.num_labels = 3
+    model = random_classifier(tiny_config, 0, "eager")
+    train(model, sequences, labels, sequences, labels, _config(), tmp_path / "fit", progress=False)
+    logits = torch.as_tensor(predict_logits(model, sequences, 40))  # confident enough for smoothing to matter
+    losses = {}
+    for smoothing in (0.0, 0.3):  # learning rate 0: the epoch's loss is the loss of the model as it stands
+        history = train(model, sequences, labels, sequences, labels,
+                        _config(epochs=1, learning_rate=0.0, label_smoothing=smoothing), tmp_path / str(smoothing),
+                        progress=False)["history"]
+        expected = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels), label_smoothing=smoothing)
+        assert history[0]["train_loss"] == pytest.approx(float(expected), rel=1e-4)
+        losses[smoothing] = history[0]["train_loss"]
+    assert losses[0.3] > losses[0.0] + 0.05
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        TrainConfig(label_smoothing=1.0)
+
+
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_compiled_training_follows_the_eager_run(tiny_config, toy_task, tmp_path, precision):
     """torch.compile with dynamic shapes changes speed, not the run (PyTorch has shipped silent autocast bugs)."""
