@@ -46,10 +46,9 @@ class TrainConfig:
         """Refuse an unknown window policy or an out-of-range fraction now rather than train with a silent default."""
         if self.crop not in {"random", "first"}:
             raise ValueError(f"crop must be 'random' or 'first', not {self.crop!r}")
-        if not 0.0 <= self.mask_fraction < 1.0:
-            raise ValueError(f"mask_fraction must be in [0, 1), not {self.mask_fraction!r}")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), not {self.label_smoothing!r}")
+        for name in ("mask_fraction", "label_smoothing"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)!r}")
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""

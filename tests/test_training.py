@@ -190,6 +190,13 @@ def test_predictions_do_not_depend_on_batching(tiny_model):
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
+@pytest.mark.parametrize("setting", ["mask_fraction", "label_smoothing"])
+@pytest.mark.parametrize("value", [-0.1, 1.0])
+def test_an_out_of_range_fraction_is_refused_before_training(setting, value):
+    with pytest.raises(ValueError, match=f"{setting} must be in \\[0, 1\\), not {value}"):
+        TrainConfig(**{setting: value})
+
+
 def test_an_unknown_crop_policy_is_refused_before_training():
     with pytest.raises(ValueError, match="crop must be"):
         TrainConfig(crop="middle")
