@@ -1,6 +1,7 @@
 """Training throughput of kn_utils' fine-tuning loop against a plain baseline, measured in the same run.
 
-Ours: length-bucketed batches (no padding computed), eager attention under bf16 autocast (the study's loop); then
+Ours: length-bucketed batches (no padding computed), eager attention under the study's precision (`auto`: bf16
+autocast where the CPU or GPU computes bf16 natively, else fp32; `--precision` to force one); then
 the same loop with `torch_compile=True`, whose first epoch pays the compilation: it is reported both over all epochs
 and in steady state (epochs after the first).
 Baseline: the stock recipe, fixed-length batches padded to `max_residues`, the library's default attention
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.model import random_classifier, esm2_config
+from kn_utils.model import device_name, esm2_config, random_classifier, resolve_precision
 from kn_utils.runs import notebook_parameters
 from kn_utils.training import TrainConfig, train
 
@@ -45,11 +46,11 @@ def benchmark_sequences(count: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 
 def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens: int, epochs: int = 1,
-         torch_compile: bool = False) -> tuple[float, float]:
+         torch_compile: bool = False, precision: str = "auto") -> tuple[float, float]:
     """Real tokens per second of `kn_utils.training.train`: over all `epochs`, and over the epochs after the first."""
     model = random_classifier(esm2_config(), 0, "eager")
     config = TrainConfig(epochs=epochs, max_residues=max_residues, max_tokens=max_tokens, warmup_steps=10,
-                         checkpoint_every=10**9, torch_compile=torch_compile)
+                         checkpoint_every=10**9, torch_compile=torch_compile, precision=precision)
     with tempfile.TemporaryDirectory() as folder:
         outcome = train(model, sequences, labels, [], labels[:0], config, folder, progress=False)
     per_epoch = outcome["train_tokens"] / epochs
@@ -90,20 +91,24 @@ def main() -> None:
     parser.add_argument("--max-residues", type=int, default=study["max_residues"], help="residues per sequence")
     parser.add_argument("--max-tokens", type=int, default=study["max_tokens"], help="padded tokens per batch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run of our loops (the baseline runs one)")
+    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=study["precision"],
+                        help="our loops' autocast (auto: bf16 only where the CPU computes it natively)")
     args = parser.parse_args()
+    precision = resolve_precision(args.precision, "cpu")
     sequences, labels = benchmark_sequences(args.sequences, 0)
     print(f"{len(sequences)} sequences, {sum(min(len(s), args.max_residues) + 2 for s in sequences):,} real tokens per epoch, "
           f"max_residues {args.max_residues}, {args.max_tokens} tokens per batch, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {device_name('cpu')}, our precision {precision}")
     labels_of = {"baseline": "baseline (padded, default attention, fp32)",
-                 "ours": "ours (length-bucketed, bf16 autocast)",
+                 "ours": f"ours (length-bucketed, {precision})",
                  "compiled": "ours + torch.compile, steady state",
                  "compiled_all": "ours + torch.compile, compilation included"}
     results: dict[str, list[float]] = {name: [] for name in labels_of}
     for repeat in range(args.repeats):
         results["baseline"].append(baseline(sequences, labels, args.max_residues, args.max_tokens))
-        results["ours"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs)[0])
-        every, steady = ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, torch_compile=True)
+        results["ours"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, precision=precision)[0])
+        every, steady = ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, torch_compile=True,
+                               precision=precision)
         results["compiled"].append(steady)
         results["compiled_all"].append(every)
         print(f"  run {repeat + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items())

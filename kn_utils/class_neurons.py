@@ -92,7 +92,7 @@ def balanced_subset(labels: np.ndarray, per_class: int, seed: int = 0, max_share
 
 
 def scaled_logits(model, sequences: list[str], ids: np.ndarray, factor: float, max_residues: int,
-                  precision: str = "bf16", max_tokens: int = 2048) -> np.ndarray:
+                  precision: str = "auto", max_tokens: int = 2048) -> np.ndarray:
     """Logits with the neurons `ids` multiplied by `factor` (0 suppresses, 2 amplifies), every other neuron as is."""
     index = NeuronIndex.of(model)
     gates = torch.ones(index.size, device=next(model.parameters()).device)
@@ -111,7 +111,7 @@ def per_class_effect(logits: np.ndarray, base_logits: np.ndarray, labels: np.nda
 
 
 def scaling_effects(model, sequences: list[str], labels: np.ndarray, sets: list[np.ndarray], factor: float,
-                    max_residues: int, random_seeds: int = 5, precision: str = "bf16", max_tokens: int = 2048,
+                    max_residues: int, random_seeds: int = 5, precision: str = "auto", max_tokens: int = 2048,
                     progress: bool = False) -> dict[str, np.ndarray]:
     """Effect matrices (set of class c x true class c') of scaling each set by `factor`, and of matched random sets.
 

@@ -96,6 +96,48 @@ def select_device(preferred: str = "auto") -> torch.device:
     return torch.device(preferred)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16")  # x86 AMX / AVX-512, ARM (torch.cpu.get_capabilities)
+
+
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether `device` computes bf16 matmuls natively: CUDA with bf16, or a CPU with AMX/AVX512-BF16 (ARM: BF16).
+
+    Elsewhere bf16 is emulated: on an AVX2-only CPU a bf16 matmul runs about 100x slower than fp32.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    capabilities = torch.cpu.get_capabilities()
+    return any(capabilities.get(flag, False) for flag in NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """`auto`: bf16 autocast where the device computes bf16 natively, else fp32; `bf16` and `fp32` as asked
+    (bf16 on a device without it warns: it is correct but far slower than fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    if precision == "bf16" and not native_bf16(device):
+        warnings.warn(f"precision bf16 asked for on {device_name(device)}, which has no native bf16: it is emulated, "
+                      "far slower than fp32 (use precision='auto' or 'fp32')", RuntimeWarning, stacklevel=2)
+    return precision
+
+
+def device_name(device: torch.device | str) -> str:
+    """The device in words, for result files and notebooks: the GPU's name, or the CPU's with its vector ISA."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    capabilities = torch.cpu.get_capabilities()
+    return f"{capabilities.get('cpu_name') or 'CPU'} ({torch.backends.cpu.get_cpu_capability()})"
+
+
 def esm2_config(num_labels: int = 6, **overrides) -> EsmConfig:
     """Configuration of `facebook/esm2_t6_8M_UR50D` (6 layers, hidden 320, 20 heads, FFN 1,280) with a class head."""
     settings = dict(

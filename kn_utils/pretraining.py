@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import EsmConfig, EsmForMaskedLM
 
 from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch
+from .model import resolve_precision
 from .training import _save_checkpoint, adamw, autocast, learning_rate_at, length_batches, load_checkpoint, optimiser_step
 
 RESIDUE_IDS = torch.tensor(sorted(TOKEN_ID[residue] for residue in STANDARD_RESIDUES))
@@ -38,7 +39,7 @@ class MLMConfig:
     max_tokens: int = 2048
     max_residues: int = 128  # the first residues, the window the classifier sees
     grad_clip: float = 1.0
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the device has it natively)
     seed: int = 0
     log_every: int = 100  # steps per point of the loss curve
     checkpoint_every: int = 200
@@ -93,6 +94,7 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     if not sequences:
         raise ValueError("MLM warm start needs at least one training sequence")
     device = next(model.parameters()).device
+    precision = resolve_precision(config.precision, device)
     checkpoint_path = Path(checkpoint_dir) / "mlm.pt"
     tokens = [encode(sequence, config.max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens])
@@ -124,7 +126,7 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
             input_ids, attention_mask = pad_batch([tokens[i] for i in batch])
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             inputs, labels = mask_tokens(input_ids, config.mask_fraction, generator)
-            with autocast(device, config.precision):
+            with autocast(device, precision):
                 logits = model(input_ids=inputs.to(device), attention_mask=attention_mask.to(device)).logits
             loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=-100)
             optimiser_step(model, optimizer, loss, config.grad_clip)

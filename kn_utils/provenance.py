@@ -98,11 +98,15 @@ def provenance(parameters: dict, *, device: str | None = None, model: dict | Non
     """What produced a result: parameters, model source and init, input checksums, versions, device, commit, time."""
     import torch
 
+    from .model import device_name, native_bf16
+
     return {
         "parameters": parameters,
         "model": model,
         "inputs": inputs or {},
         "device": device,
+        "device_name": device_name(device or "cpu"),
+        "native_bf16": native_bf16(device or "cpu"),
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "packages": package_versions(),

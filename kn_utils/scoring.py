@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode, pad_batch
+from .model import resolve_precision
 from .neurons import NeuronIndex, gated, recording
 from .training import attention_implementation, autocast, length_batches
 
@@ -113,6 +114,7 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
     attributions = np.zeros((len(sequences), index.size), dtype=np.float32)
     p_on, p_off = np.zeros(len(sequences)), np.zeros(len(sequences))
     model.eval()
+    precision = resolve_precision(precision, device)
     implementation = "sdpa" if precision == "fp32" else "eager"
     with attention_implementation(model, implementation):
         for batch, input_ids, mask in tqdm(list(batches(sequences, max_residues, max_tokens, steps)), disable=not progress, desc="IG"):

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .alphabet import MASK_ID, encode, pad_batch
-from .model import pooling_of
+from .model import PRECISIONS, pooling_of, resolve_precision
 from .provenance import atomic_path
 
 
@@ -35,7 +35,7 @@ class TrainConfig:
     label_smoothing: float = 0.0  # share of each target spread over all classes (torch's CrossEntropyLoss)
     mask_fraction: float = 0.0  # training residues hidden behind <mask>, drawn afresh each epoch (augmentation)
     grad_clip: float = 1.0
-    precision: str = "bf16"  # bf16 | fp32 autocast for the forward pass
+    precision: str = "auto"  # bf16 | fp32 autocast of the forward pass; auto: bf16 where the device has it natively
     seed: int = 0
     checkpoint_every: int = 100  # optimiser steps between checkpoints
     warm_start: str = "none"  # what the encoder started from (pretraining.MLMConfig.describe()); a resume must match
@@ -46,6 +46,8 @@ class TrainConfig:
         """Refuse an unknown window policy or an out-of-range fraction now rather than train with a silent default."""
         if self.crop not in {"random", "first"}:
             raise ValueError(f"crop must be 'random' or 'first', not {self.crop!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         for name in ("mask_fraction", "label_smoothing"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)!r}")
@@ -75,11 +77,13 @@ def length_batches(lengths: np.ndarray, max_tokens: int, rng: np.random.Generato
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast context for `precision='bf16'`, else a no-op."""
+    """bf16 autocast context for `precision='bf16'` (or `auto` on a device with native bf16), else a no-op."""
+    if precision == "auto":
+        precision = resolve_precision(precision, device)
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision != "fp32":
-        raise ValueError(f"precision must be 'bf16' or 'fp32', not {precision!r}")
+        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     return nullcontext()
 
 
@@ -163,6 +167,7 @@ def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: i
                    precision: str = "fp32", progress: bool = False) -> np.ndarray:
     """Class logits for each sequence (first `max_residues` residues), batched by length; float32 numpy."""
     device = next(model.parameters()).device
+    precision = resolve_precision(precision, device)
     was_training = model.training
     model.eval()
     tokens = [encode(sequence, max_residues) for sequence in sequences]
@@ -233,6 +238,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     if pooling_of(model) != config.pooling:
         raise ValueError(f"the model's head reads pooling {pooling_of(model)!r} but the config says {config.pooling!r}")
     device = next(model.parameters()).device
+    precision = resolve_precision(config.precision, device)
     checkpoint_path = Path(checkpoint_dir) / "last.pt"
     lengths = np.array([min(len(s), config.max_residues) + 2 for s in train_sequences])
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
@@ -263,7 +269,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                 group["lr"] = learning_rate_at(state["step"], total_steps, config)
             input_ids, mask = pad_batch([tokens[i] for i in batch])
             labels = torch.as_tensor(train_labels[batch], device=device)
-            with autocast(device, config.precision):
+            with autocast(device, precision):
                 logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
             loss = loss_fn(logits.float(), labels)
             optimiser_step(model, optimizer, loss, config.grad_clip)
