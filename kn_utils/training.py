@@ -253,54 +253,56 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         state = saved_state
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
     resumed_from = state["step"]
-    model.train()
-    forward = CompiledForward(model) if config.torch_compile else model
-    bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")
-    while state["step"] < total_steps:
-        epoch, offset = divmod(state["step"], steps_per_epoch)
-        epoch_rng = np.random.default_rng([config.seed, epoch])
-        crops = [crop_window(s, config.max_residues, epoch_rng if config.crop == "random" else None) for s in train_sequences]
-        tokens = mask_residues([encode(s) for s in crops], config.mask_fraction, np.random.default_rng([config.seed, epoch, 1]))
-        batches = length_batches(np.array([len(t) for t in tokens]), config.max_tokens, epoch_rng)
-        torch.manual_seed(config.seed * 100_003 + epoch)
-        started, epoch_loss, epoch_examples = time.perf_counter(), 0.0, 0
-        for batch in batches[offset:]:
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(state["step"], total_steps, config)
-            input_ids, mask = pad_batch([tokens[i] for i in batch])
-            labels = torch.as_tensor(train_labels[batch], device=device)
-            with autocast(device, precision):
-                logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-            loss = loss_fn(logits.float(), labels)
-            optimiser_step(model, optimizer, loss, config.grad_clip)
-            state["step"] += 1
-            state["train_tokens"] += int(mask.sum())
-            epoch_loss += loss.item() * len(batch)
-            epoch_examples += len(batch)
-            bar.update(1)
-            bar.set_postfix(loss=f"{epoch_loss / epoch_examples:.3f}", epoch=epoch + 1)
-            stopping = (stop_after_steps is not None and state["step"] - resumed_from >= stop_after_steps
-                        and state["step"] % steps_per_epoch != 0)
-            if (stopping or state["step"] % config.checkpoint_every == 0) and state["step"] % steps_per_epoch:
-                state["train_seconds"] += time.perf_counter() - started
-                started = time.perf_counter()
-                _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
-                                                   "optimizer": optimizer.state_dict(), "state": state})
-            if stopping:
-                bar.close()
-                return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "stopped_early": True}
-        state["train_seconds"] += time.perf_counter() - started
-        record = {"epoch": epoch + 1, "step": state["step"], "train_loss": epoch_loss / max(epoch_examples, 1),
-                  "learning_rate": learning_rate_at(state["step"] - 1, total_steps, config),
-                  "train_seconds": state["train_seconds"]}
-        if evaluate is not None:
-            record.update(evaluate(predict_logits(model, eval_sequences, config.max_residues), eval_labels))
-            model.train()
-        state["history"].append(record)
-        print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
-        _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
-                                           "optimizer": optimizer.state_dict(), "state": state})
-    bar.close()
-    model.eval()
-    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
-            "compiled": isinstance(forward, CompiledForward) and forward.compiled is not None}
+    # SDPA is the faster attention kernel in fp32 on CPU, eager the faster under bf16 autocast (as in predict_logits)
+    with attention_implementation(model, "sdpa" if precision == "fp32" else "eager"):
+        model.train()
+        forward = CompiledForward(model) if config.torch_compile else model
+        bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")
+        while state["step"] < total_steps:
+            epoch, offset = divmod(state["step"], steps_per_epoch)
+            epoch_rng = np.random.default_rng([config.seed, epoch])
+            crops = [crop_window(s, config.max_residues, epoch_rng if config.crop == "random" else None) for s in train_sequences]
+            tokens = mask_residues([encode(s) for s in crops], config.mask_fraction, np.random.default_rng([config.seed, epoch, 1]))
+            batches = length_batches(np.array([len(t) for t in tokens]), config.max_tokens, epoch_rng)
+            torch.manual_seed(config.seed * 100_003 + epoch)
+            started, epoch_loss, epoch_examples = time.perf_counter(), 0.0, 0
+            for batch in batches[offset:]:
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(state["step"], total_steps, config)
+                input_ids, mask = pad_batch([tokens[i] for i in batch])
+                labels = torch.as_tensor(train_labels[batch], device=device)
+                with autocast(device, precision):
+                    logits = forward(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+                loss = loss_fn(logits.float(), labels)
+                optimiser_step(model, optimizer, loss, config.grad_clip)
+                state["step"] += 1
+                state["train_tokens"] += int(mask.sum())
+                epoch_loss += loss.item() * len(batch)
+                epoch_examples += len(batch)
+                bar.update(1)
+                bar.set_postfix(loss=f"{epoch_loss / epoch_examples:.3f}", epoch=epoch + 1)
+                stopping = (stop_after_steps is not None and state["step"] - resumed_from >= stop_after_steps
+                            and state["step"] % steps_per_epoch != 0)
+                if (stopping or state["step"] % config.checkpoint_every == 0) and state["step"] % steps_per_epoch:
+                    state["train_seconds"] += time.perf_counter() - started
+                    started = time.perf_counter()
+                    _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
+                                                       "optimizer": optimizer.state_dict(), "state": state})
+                if stopping:
+                    bar.close()
+                    return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "stopped_early": True}
+            state["train_seconds"] += time.perf_counter() - started
+            record = {"epoch": epoch + 1, "step": state["step"], "train_loss": epoch_loss / max(epoch_examples, 1),
+                      "learning_rate": learning_rate_at(state["step"] - 1, total_steps, config),
+                      "train_seconds": state["train_seconds"]}
+            if evaluate is not None:
+                record.update(evaluate(predict_logits(model, eval_sequences, config.max_residues), eval_labels))
+                model.train()
+            state["history"].append(record)
+            print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+            _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
+                                               "optimizer": optimizer.state_dict(), "state": state})
+        bar.close()
+        model.eval()
+        return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
+                "compiled": isinstance(forward, CompiledForward) and forward.compiled is not None}

@@ -74,3 +74,22 @@ def test_result_files_name_the_device_and_its_bf16_support(cpu_flags):
     record = provenance.provenance({"precision": "fp32"}, device="cpu")
     assert record["device_name"].startswith("Test CPU (") and record["native_bf16"] is False
     assert esm.native_bf16("cpu") is False
+
+
+@pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", "eager")])
+def test_training_uses_the_faster_attention_kernel_of_its_precision(tiny_config, toy_task, tmp_path, precision, kernel):
+    """SDPA in fp32, eager under bf16 (the faster of the two on CPU in each); the caller's setting comes back after."""
+    sequences, labels = toy_task
+    tiny_config.num_labels = 3
+    model = random_classifier(tiny_config, 0, "eager")
+    seen = []
+
+    def evaluate(logits, labels):  # called inside the training loop, between epochs
+        seen.append(model.config._attn_implementation)
+        return classification_metrics(logits, labels)
+
+    config = TrainConfig(epochs=1, max_tokens=256, max_residues=40, precision=precision, checkpoint_every=1000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # bf16 on a CPU without it
+        train(model, sequences, labels, sequences, labels, config, tmp_path, evaluate, progress=False)
+    assert seen == [kernel] and model.config._attn_implementation == "eager"
