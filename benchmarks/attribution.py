@@ -21,7 +21,7 @@ import torch
 from captum.attr import IntegratedGradients
 
 from kn_utils.alphabet import PAD_ID, encode, pad_batch
-from kn_utils.model import device_name, esm2_config, random_classifier, resolve_precision
+from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision
 from kn_utils.neurons import NeuronIndex
 from kn_utils.scoring import integrated_gradients, true_class_probability
 
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-residues", type=int, default=256)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     args = parser.parse_args()
     precision = resolve_precision(args.precision, "cpu")
     model = random_classifier(esm2_config(initializer_range=0.1), 0, "eager").eval()

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.model import device_name, esm2_config, random_classifier, resolve_precision
+from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision
 from kn_utils.runs import notebook_parameters
 from kn_utils.training import TrainConfig, train
 
@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--max-residues", type=int, default=study["max_residues"], help="residues per sequence")
     parser.add_argument("--max-tokens", type=int, default=study["max_tokens"], help="padded tokens per batch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run of our loops (the baseline runs one)")
-    parser.add_argument("--precision", choices=["auto", "bf16", "fp32"], default=study["precision"],
+    parser.add_argument("--precision", choices=PRECISIONS, default=study["precision"],
                         help="our loops' autocast (auto: bf16 only where the CPU computes it natively)")
     args = parser.parse_args()
     precision = resolve_precision(args.precision, "cpu")

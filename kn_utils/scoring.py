@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode, pad_batch
 from .model import resolve_precision
 from .neurons import NeuronIndex, gated, recording
-from .training import attention_implementation, autocast, length_batches
+from .training import attention_implementation, attention_kernel, autocast, length_batches
 
 QUADRATURE_RULES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 
@@ -115,8 +115,7 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
     p_on, p_off = np.zeros(len(sequences)), np.zeros(len(sequences))
     model.eval()
     precision = resolve_precision(precision, device)
-    implementation = "sdpa" if precision == "fp32" else "eager"
-    with attention_implementation(model, implementation):
+    with attention_implementation(model, attention_kernel(precision)):
         for batch, input_ids, mask in tqdm(list(batches(sequences, max_residues, max_tokens, steps)), disable=not progress, desc="IG"):
             input_ids, mask = input_ids.to(device), mask.to(device)
             target = torch.as_tensor(labels[batch], device=device)

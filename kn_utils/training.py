@@ -77,14 +77,17 @@ def length_batches(lengths: np.ndarray, max_tokens: int, rng: np.random.Generato
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast context for `precision='bf16'` (or `auto` on a device with native bf16), else a no-op."""
-    if precision == "auto":
-        precision = resolve_precision(precision, device)
+    """bf16 autocast context for `precision='bf16'`, a no-op for 'fp32' (callers resolve `auto` first: resolve_precision)."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if precision != "fp32":
-        raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        raise ValueError(f"autocast takes a resolved precision, 'bf16' or 'fp32', not {precision!r}")
     return nullcontext()
+
+
+def attention_kernel(precision: str) -> str:
+    """The faster attention kernel on CPU for a resolved precision: SDPA in fp32, eager under bf16 autocast."""
+    return "sdpa" if precision == "fp32" else "eager"
 
 
 @contextmanager
@@ -173,7 +176,7 @@ def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: i
     tokens = [encode(sequence, max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens])
     logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
-    with attention_implementation(model, "sdpa" if precision == "fp32" else "eager"):
+    with attention_implementation(model, attention_kernel(precision)):
         for batch in tqdm(length_batches(lengths, max_tokens), disable=not progress, desc="predict"):
             input_ids, mask = pad_batch([tokens[i] for i in batch])
             with autocast(device, precision):
@@ -253,8 +256,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         state = saved_state
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
     resumed_from = state["step"]
-    # SDPA is the faster attention kernel in fp32 on CPU, eager the faster under bf16 autocast (as in predict_logits)
-    with attention_implementation(model, "sdpa" if precision == "fp32" else "eager"):
+    with attention_implementation(model, attention_kernel(precision)):
         model.train()
         forward = CompiledForward(model) if config.torch_compile else model
         bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")
