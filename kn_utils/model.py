@@ -14,7 +14,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .alphabet import ESM2_VOCAB, MASK_ID, PAD_ID
 
 HUB_ID = "facebook/esm2_t6_8M_UR50D"
-POOLINGS = ("cls", "mean")
+POOLINGS = ("cls", "mean", "max")
 INFO_FILE = "kn_model_info.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 RANDOM_INIT_BANNER = (
@@ -25,7 +25,7 @@ RANDOM_INIT_BANNER = (
 
 class EsmClassifier(EsmForSequenceClassification):
     """`EsmForSequenceClassification` whose head reads the <cls> state (the stock head, the paper's) or, with
-    `config.classifier_pooling = "mean"`, the mean state of every non-padding position; same weights either way."""
+    `config.classifier_pooling` "mean" or "max", the mean or per-unit maximum of the non-padding states; same weights."""
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None, **kwargs):
         """Logits from the pooled final states; the stock forward when pooling is `cls`."""
@@ -37,7 +37,10 @@ class EsmClassifier(EsmForSequenceClassification):
         states = outputs[0]
         weights = (torch.ones(states.shape[:2], device=states.device) if attention_mask is None else attention_mask)
         weights = weights.unsqueeze(-1).to(states.dtype)
-        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        if pooling_of(self) == "max":  # each unit's largest value over the non-padding positions
+            pooled = states.masked_fill(weights == 0, torch.finfo(states.dtype).min).amax(1)
+        else:
+            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         logits = self.classifier(pooled.unsqueeze(1))  # the stock head reads position 0 of what it is given
         loss = None if labels is None else torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
@@ -80,7 +83,7 @@ class ModelInfo:
     fine_tuned: bool = False
     training: dict | None = None  # what save_classifier recorded besides the source, e.g. max_residues
     warm_start: str | None = None  # e.g. an MLM pass on the training chains before fine-tuning (random init only)
-    pooling: str = "cls"  # what the classification head reads: the <cls> state or the mean of all positions
+    pooling: str = "cls"  # what the classification head reads: the <cls> state, or the mean or max over positions
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
@@ -236,16 +239,20 @@ def load_finetuned(folder: str | os.PathLike, device: torch.device | str = "cpu"
     return model.to(device).eval(), ModelInfo(fine_tuned=True, training=info, pooling=pooling_of(model), **fields)
 
 
+HEAD_INPUTS = {"mean": "the mean state of all positions", "max": "each unit's largest state over all positions"}
+
+
 def weights_banner(info: ModelInfo) -> str:
     """A Markdown banner saying which weights a run used; random init is shouted so no reader misses it."""
+    head = HEAD_INPUTS.get(info.pooling)
     if info.init == "pretrained":
         return f"**Weights: pretrained ESM-2** from `{info.source}`" + (
-            "; the head reads the mean state of all positions (`pooling=mean`), not the paper's <cls> state." if info.pooling == "mean" else ".")
+            f"; the head reads {head} (`pooling={info.pooling}`), not the paper's <cls> state." if head else ".")
     return ("<div style='border:3px solid #c00;padding:8px;background:#fee'><b>⚠ RANDOM INIT.</b> Pretrained ESM-2 "
             f"weights were not available, so this run fine-tunes the ESM-2 8M <i>architecture</i> from random weights "
             f"(seed {info.seed}, source <code>{info.source}</code>)"
             + (f", its encoder warmed up by a short masked-language-model pass on this run's training chains "
                f"(<code>{info.warm_start}</code>)" if info.warm_start else "")
-            + (". Its head reads the mean state of all positions (<code>pooling=mean</code>), not the <cls> state "
-               "the paper's head reads" if info.pooling == "mean" else "")
+            + (f". Its head reads {head} (<code>pooling={info.pooling}</code>), not the <cls> state "
+               "the paper's head reads" if head else "")
             + ". Its numbers are not those of pretrained ESM-2; the paper's 0.913 needs the pretrained weights.</div>")

@@ -25,8 +25,11 @@ def _weights(result: dict) -> str:
 
 def _pooling(finetune: dict) -> str:
     """What the classification head read (result files before pooling was a setting read <cls>)."""
-    if finetune.get("pooling", "cls") == "mean":
-        return "the mean final state of all non-padding positions (`pooling: mean`; the paper's head reads `<cls>`)"
+    pooling = finetune.get("pooling", "cls")
+    heads = {"mean": "the mean final state of all non-padding positions",
+             "max": "each unit's largest final state over the non-padding positions"}
+    if pooling in heads:
+        return f"{heads[pooling]} (`pooling: {pooling}`; the paper's head reads `<cls>`)"
     return "the final `<cls>` state, as in the paper"
 
 

@@ -92,6 +92,22 @@ def test_mean_pooling_reads_the_mean_of_non_padding_states(tiny_config):
     assert not torch.allclose(logits, _logits(stock))
 
 
+def test_max_pooling_reads_each_units_largest_non_padding_state(tiny_config):
+    model = random_classifier(tiny_config, 0, "eager", pooling="max").eval()
+    input_ids, mask = pad_batch([encode("MKTAYIAKQR"), encode("MNIF")])
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=mask).logits
+        states = model.esm(input_ids, attention_mask=mask).last_hidden_state
+        by_hand = torch.stack([model.classifier(states[i : i + 1, : int(mask[i].sum())].amax(1, keepdim=True))[0]
+                               for i in range(2)])
+        alone = model(input_ids=input_ids[1:, :6], attention_mask=mask[1:, :6]).logits
+    torch.testing.assert_close(logits, by_hand)
+    torch.testing.assert_close(logits[1:], alone)  # padding never wins the maximum
+    mean = random_classifier(tiny_config, 0, "eager", pooling="mean").eval()  # same weights, mean head
+    assert not torch.allclose(logits, _logits(mean))
+    assert "largest state over all positions (<code>pooling=max</code>)" in weights_banner(ModelInfo("random", "test", 0, pooling="max"))
+
+
 def test_pooling_survives_save_and_load_and_old_folders_read_cls(tmp_path, tiny_config):
     model = random_classifier(tiny_config, 0, "eager", pooling="mean").eval()
     folder = save_classifier(model, tmp_path / "model", ModelInfo("random", "test", 0, pooling="mean"))
@@ -110,4 +126,4 @@ def test_pooling_auto_follows_the_weights(tmp_path, tiny_model):
     assert info.pooling == "mean" == random_model.config.classifier_pooling
     assert "pooling=mean" in weights_banner(info)
     with pytest.raises(ValueError, match="pooling must be"):
-        load_classifier("random", pooling="max")
+        load_classifier("random", pooling="attention")
