@@ -77,35 +77,21 @@ def test_device_selection_falls_back_to_cpu():
             select_device("cuda")
 
 
-def test_mean_pooling_reads_the_mean_of_non_padding_states(tiny_config):
-    model = random_classifier(tiny_config, 0, "eager", pooling="mean").eval()
+@pytest.mark.parametrize("pooling, other", [("mean", "cls"), ("max", "mean")])
+def test_pooled_heads_read_their_reduction_of_the_non_padding_states(tiny_config, pooling, other):
+    model = random_classifier(tiny_config, 0, "eager", pooling=pooling).eval()
+    reduce = {"mean": lambda states: states.mean(1, keepdim=True), "max": lambda states: states.amax(1, keepdim=True)}[pooling]
     input_ids, mask = pad_batch([encode("MKTAYIAKQR"), encode("MNIF")])
     with torch.no_grad():
         logits = model(input_ids=input_ids, attention_mask=mask).logits
         states = model.esm(input_ids, attention_mask=mask).last_hidden_state
-        by_hand = torch.stack([model.classifier(states[i : i + 1, : int(mask[i].sum())].mean(1, keepdim=True))[0]
-                               for i in range(2)])
+        by_hand = torch.stack([model.classifier(reduce(states[i : i + 1, : int(mask[i].sum())]))[0] for i in range(2)])
         alone = model(input_ids=input_ids[1:, :6], attention_mask=mask[1:, :6]).logits  # "MNIF" without padding
     torch.testing.assert_close(logits, by_hand)
-    torch.testing.assert_close(logits[1:], alone)  # padding does not move the mean
-    stock = random_classifier(tiny_config, 0, "eager").eval()  # same weights, <cls> head
-    assert not torch.allclose(logits, _logits(stock))
-
-
-def test_max_pooling_reads_each_units_largest_non_padding_state(tiny_config):
-    model = random_classifier(tiny_config, 0, "eager", pooling="max").eval()
-    input_ids, mask = pad_batch([encode("MKTAYIAKQR"), encode("MNIF")])
-    with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=mask).logits
-        states = model.esm(input_ids, attention_mask=mask).last_hidden_state
-        by_hand = torch.stack([model.classifier(states[i : i + 1, : int(mask[i].sum())].amax(1, keepdim=True))[0]
-                               for i in range(2)])
-        alone = model(input_ids=input_ids[1:, :6], attention_mask=mask[1:, :6]).logits
-    torch.testing.assert_close(logits, by_hand)
-    torch.testing.assert_close(logits[1:], alone)  # padding never wins the maximum
-    mean = random_classifier(tiny_config, 0, "eager", pooling="mean").eval()  # same weights, mean head
-    assert not torch.allclose(logits, _logits(mean))
-    assert "largest state over all positions (<code>pooling=max</code>)" in weights_banner(ModelInfo("random", "test", 0, pooling="max"))
+    torch.testing.assert_close(logits[1:], alone)  # padding moves neither the mean nor the maximum
+    same_weights = random_classifier(tiny_config, 0, "eager", pooling=other).eval()  # another head input
+    assert not torch.allclose(logits, _logits(same_weights))
+    assert f"(<code>pooling={pooling}</code>)" in weights_banner(ModelInfo("random", "test", 0, pooling=pooling))
 
 
 def test_pooling_survives_save_and_load_and_old_folders_read_cls(tmp_path, tiny_config):
