@@ -19,6 +19,13 @@ from .sources import DataFileError
 EC_CLASSES = {1: "oxidoreductases", 2: "transferases", 3: "hydrolases", 4: "lyases", 5: "isomerases", 6: "ligases"}
 LABELS = tuple(EC_CLASSES)  # label index i <-> EC class LABELS[i]
 HEADER = re.compile(r"^>(?P<pdb>\w{4,})_(?P<chain>\S+)\s+mol:(?P<mol>\S+)(?:\s+length:(?P<length>\d+))?")
+# Expression tags: SEQRES gives the construct that was crystallised, so about one chain in five starts with a His or
+# T7 tag (and its linker up to a protease site) or ends with a His tag. Natural proteins, and the UniRef sequences
+# ESM-2 was pretrained on, have none; shared across unrelated enzymes, a tag hides homology in the residues the
+# model sees. A His run of six or more within the first 26 residues is taken for a tag.
+PROTEASE_SITES = r"(?:LVPRGSH?|ENLYFQ[GS]?|LEVLFQ[GP]?|DDDDK|IEGR|EAQTQGPGS)"  # thrombin, TEV, 3C, enterokinase, Xa; a recurring His-tag linker
+N_TERMINAL_TAG = re.compile(rf"^(?:[GSHM]{{0,3}}ASMTGGQQMGR(?:GS)?|.{{0,20}}?H{{6,}}(?:.{{0,30}}?{PROTEASE_SITES})?)")
+C_TERMINAL_TAG = re.compile(r"(?:LE|GS|AAA)?H{6,}$")
 
 
 def _open_text(path: str | Path) -> io.TextIOBase:
@@ -88,11 +95,26 @@ def read_sifts_ec(path: str | Path) -> dict[str, tuple[set[int], set[str]]]:
     return dict(chains)
 
 
+def trim_expression_tags(sequence: str) -> str:
+    """The chain without its N-terminal His/T7 tag (with linker and protease site) and C-terminal His tag: cloning
+    artefacts, not enzyme (see N_TERMINAL_TAG)."""
+    match = C_TERMINAL_TAG.search(sequence)  # first, so that a short chain's C-terminal tag is not read as an N-terminal one
+    if match:
+        sequence = sequence[: match.start()]
+    for _ in range(3):  # a T7 tag can follow a cleaved His tag
+        match = N_TERMINAL_TAG.match(sequence)
+        if match is None or match.end() == 0:
+            break
+        sequence = sequence[match.end():]
+    return sequence
+
+
 def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: int = 30,
-                  max_unknown_fraction: float = 0.1) -> tuple[pd.DataFrame, Counter]:
+                  max_unknown_fraction: float = 0.1, trim_tags: bool = True) -> tuple[pd.DataFrame, Counter]:
     """Join PDB protein chains with their EC class; drop (and count by reason) what cannot be a clean example.
 
-    A chain is kept when all its EC numbers share one top-level class in 1-6 and its residues are valid;
+    A chain is kept when all its EC numbers share one top-level class in 1-6 and its residues are valid; with
+    `trim_tags`, expression tags are cut first (column `tagged_chains` counts the chains a record lost one from);
     identical sequences are merged into one record, and dropped when their chains disagree on the class.
     """
     dropped: Counter = Counter()
@@ -111,6 +133,9 @@ def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: i
             dropped["ec_class_outside_1_6"] += 1
             continue
         sequence = normalise_sequence(raw)
+        untrimmed_length = len(sequence)
+        if trim_tags:
+            sequence = trim_expression_tags(sequence)
         problem = sequence_problem(sequence)
         if problem:
             dropped["empty_sequence" if sequence == "" else "invalid_residue"] += 1
@@ -121,8 +146,9 @@ def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: i
         if sum(sequence.count(r) for r in AMBIGUOUS_RESIDUES) > max_unknown_fraction * len(sequence):
             dropped["too_many_unknown_residues"] += 1
             continue
-        entry = by_sequence.setdefault(sequence, {"chains": [], "classes": set(), "accessions": set()})
+        entry = by_sequence.setdefault(sequence, {"chains": [], "classes": set(), "accessions": set(), "tagged": 0})
         entry["chains"].append(chain_id)
+        entry["tagged"] += len(sequence) < untrimmed_length
         entry["classes"].add(ec_class)
         entry["accessions"] |= accessions
     records = []
@@ -134,10 +160,10 @@ def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: i
         (ec_class,) = entry["classes"]
         records.append({
             "id": min(entry["chains"]), "ec_class": ec_class, "label": LABELS.index(ec_class),
-            "sequence": sequence, "length": len(sequence), "n_chains": len(entry["chains"]),
+            "sequence": sequence, "length": len(sequence), "n_chains": len(entry["chains"]), "tagged_chains": entry["tagged"],
             "accession": min(entry["accessions"]) if entry["accessions"] else f"none:{min(entry['chains'])}",
         })
-    columns = ["id", "ec_class", "label", "sequence", "length", "n_chains", "accession"]
+    columns = ["id", "ec_class", "label", "sequence", "length", "n_chains", "tagged_chains", "accession"]
     frame = pd.DataFrame.from_records(records, columns=columns).sort_values("id", ignore_index=True)
     return frame, dropped
 
@@ -245,6 +271,7 @@ def dataset_summary(frame: pd.DataFrame, dropped: Counter, max_residues: int) ->
         "n_test": int((frame["split"] == "test").sum()),
         "counts": class_counts(frame),
         "dropped": {reason: int(n) for reason, n in sorted(dropped.items())},
+        "records_with_tag_trimmed": int((frame["tagged_chains"] > 0).sum()) if "tagged_chains" in frame else 0,
         "n_accessions": int(frame["accession"].nunique()),
         "length_median": float(lengths.median()),
         "length_p95": float(lengths.quantile(0.95)),
