@@ -57,6 +57,39 @@ def test_duplicates_that_disagree_on_class_are_dropped(tmp_path):
     assert frame.empty and dropped == {"duplicate_sequence": 1, "duplicates_disagree_on_class": 1}
 
 
+
+ENZYME = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVK"  # 60 residues, no tag
+
+
+@pytest.mark.parametrize("construct, expected", [
+    ("MGSSHHHHHHSSGLVPRGSH" + ENZYME, ENZYME),                            # pET-28 His tag, thrombin site
+    ("MHHHHHHSSGVDLGTENLYFQS" + ENZYME, ENZYME),                         # His tag, TEV site
+    ("MASMTGGQQMGRGS" + ENZYME, ENZYME),                                 # T7 tag
+    ("MGSSHHHHHHSSGLVPRGSHMASMTGGQQMGRGS" + ENZYME, ENZYME),             # His tag, thrombin, then T7
+    ("MHHHHHH" + ENZYME, ENZYME),                                        # bare His tag
+    (ENZYME + "LEHHHHHH", ENZYME),                                       # C-terminal His tag
+    (ENZYME[:15] + "LEHHHHHH", ENZYME[:15]),                             # short: a C-terminal tag, not an N-terminal one
+    (ENZYME, ENZYME),                                                    # nothing to cut
+    (ENZYME[:30] + "HHHHHH" + ENZYME[30:], ENZYME[:30] + "HHHHHH" + ENZYME[30:]),  # a His run past residue 26 stays
+])
+def test_expression_tags_are_cut_and_nothing_else(construct, expected):
+    assert data.trim_expression_tags(construct) == expected
+
+
+def test_tagged_and_untagged_chains_of_one_enzyme_merge_into_one_record(tmp_path):
+    seqres = tmp_path / "s.txt"
+    tagged = "MGSSHHHHHHSSGLVPRGSH" + ENZYME
+    seqres.write_text(f">1aaa_A mol:protein length:{len(tagged)}\n{tagged}\n>2bbb_A mol:protein length:60\n{ENZYME}\n")
+    sifts = tmp_path / "e.tsv"
+    sifts.write_text("PDB\tCHAIN\tACCESSION\tEC_NUMBER\n1aaa\tA\tP1\t3.1.1.1\n2bbb\tA\tP1\t3.1.1.1\n")
+    frame, dropped = data.build_dataset(seqres, sifts)
+    assert list(frame["sequence"]) == [ENZYME] and frame["tagged_chains"].item() == 1 and frame["n_chains"].item() == 2
+    assert dropped == {"duplicate_sequence": 1}
+    assert data.dataset_summary(frame.assign(split="train"), dropped, 128)["records_with_tag_trimmed"] == 1
+    untrimmed, _ = data.build_dataset(seqres, sifts, trim_tags=False)
+    assert sorted(untrimmed["sequence"]) == sorted([ENZYME, tagged]) and (untrimmed["tagged_chains"] == 0).all()
+
+
 def _synthetic(n_per_class=50, accessions_per_class=10):
     rows = [{"id": f"{c}_{i}", "label": c, "ec_class": c + 1, "sequence": "M" * 40, "length": 40,
              "accession": f"A{c}_{i % accessions_per_class}"} for c in range(6) for i in range(n_per_class)]
