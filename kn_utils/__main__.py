@@ -10,7 +10,7 @@ def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .alphabet import MAX_ESM_RESIDUES, SequenceError, validate_sequence
-    from .data import EC_CLASSES, LABELS, read_fasta
+    from .data import EC_CLASSES, LABELS, read_fasta, trim_expression_tags
     from .model import load_finetuned, select_device
     from .sources import DataFileError
     from .training import predict_logits
@@ -19,7 +19,10 @@ def _predict(args: argparse.Namespace) -> int:
         records = []
         for header, raw, line in read_fasta(args.fasta):
             record = header.split()[0] if header.split() else f"(line {line})"
-            records.append((record, validate_sequence(record, raw, args.fasta)))
+            sequence = validate_sequence(record, raw, args.fasta)
+            if not args.keep_tags:  # the study's model learnt from chains with their expression tags cut
+                sequence = trim_expression_tags(sequence) or sequence
+            records.append((record, sequence))
         if not records:
             raise DataFileError(f"{args.fasta}: no FASTA records")
         model, info = load_finetuned(args.model, select_device(args.device))
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--model", required=True, help="a model folder saved by notebook 02 (runs/PROFILE/model)")
     predict.add_argument("fasta", help="FASTA file, optionally gzipped")
     predict.add_argument("--device", default="auto")
+    predict.add_argument("--keep-tags", action="store_true",
+                         help="do not cut His/T7 expression tags first (notebook 01 cuts them from the training chains)")
     predict.add_argument("--max-residues", type=int, default=None, help="residues per sequence the model sees (default: as trained)")
     args = parser.parse_args(argv)
     if args.command == "predict":

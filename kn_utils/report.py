@@ -43,7 +43,9 @@ def _data_section(data: dict) -> list[str]:
         f"{data['n_sequences']:,} distinct enzyme sequences ({data['n_train']:,} train / {data['n_test']:,} test, stratified, seeded), "
         f"per EC class {', '.join(f'{c}: {n:,}' for c, n in per_class.items())} (the paper: 11,731, about 2,000 per class). "
         f"Dropped: {dropped}. "
-        f"{data.get('test_accessions_seen_in_train', 0):.0%} of test sequences share a UniProt accession with a training sequence.",
+        + (f"{data['records_with_tag_trimmed']:,} sequences had an expression tag cut (His or T7 tag, linker up to the protease site). "
+           if data.get("records_with_tag_trimmed") else "")
+        + f"{data.get('test_accessions_seen_in_train', 0):.0%} of test sequences share a UniProt accession with a training sequence.",
         "",
         "![class counts](figures/01_class_counts.png)",
         "",

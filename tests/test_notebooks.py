@@ -62,6 +62,7 @@ def test_data_counts_add_up(results):
     assert set(counts["test"]) == {"1", "2", "3", "4", "5", "6"} and min(counts["test"].values()) > 0
     assert data["n_test"] / data["n_sequences"] == pytest.approx(0.2, abs=0.02)
     assert data["dropped"]["not_protein"] > 0 and data["dropped"]["duplicate_sequence"] > 0
+    assert 0 < data["records_with_tag_trimmed"] < data["n_sequences"]  # about one PDB chain in five carries a tag
     inputs = data["provenance"]["inputs"]
     if "mirror" in os.environ.get("KN_MIRROR", ""):
         sums = dict(line.split()[::-1] for line in (Path(os.environ["KN_MIRROR"]) / "SHA256SUMS").read_text().splitlines())
@@ -193,6 +194,7 @@ def test_report_renders_every_stage_from_the_result_files(quick_run, tmp_path):
         assert heading in text
     assert "beats random by more than 2 sd" in text and '"value least important": holds' in text
     assert "**random init**" in text and "Benjamini-Hochberg" in text
+    assert "had an expression tag cut" in text
     assert "Head input: the mean final state" in text  # quick is random init, so pooling auto reads the mean
 
 

@@ -27,6 +27,17 @@ def test_predict_prints_class_and_probabilities(tmp_path, model_folder, capsys):
         assert int(row[1]) == 1 + probabilities.index(max(probabilities))
 
 
+
+def test_predict_cuts_expression_tags_as_the_training_data_did(tmp_path, model_folder, capsys):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">plain\nMKTAYIAKQRQISFVKSHFSRQ\n>tagged\nMGSSHHHHHHSSGLVPRGSHMKTAYIAKQRQISFVKSHFSRQ\n")
+    rows = {}
+    for flags in ([], ["--keep-tags"]):
+        assert main(["predict", "--model", str(model_folder), *flags, str(fasta)]) == 0
+        rows[tuple(flags)] = [line.split("\t")[3:] for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert rows[()][0] == rows[()][1]  # the tag cut, the two records are one sequence
+    assert rows[("--keep-tags",)][0] == rows[()][0] and rows[("--keep-tags",)][1] != rows[()][1]
+
 @pytest.mark.parametrize("body, message", [
     (">good\nMKTAY\n>bad1\nMKT@AY\n", r"record 'bad1': invalid residue\(s\) '@'"),
     (">good\nMKTAY\n>empty\n", r"record 'empty': empty sequence"),
