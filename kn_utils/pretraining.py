@@ -19,7 +19,8 @@ from transformers import EsmConfig, EsmForMaskedLM
 
 from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch
 from .model import resolve_precision
-from .training import _save_checkpoint, adamw, autocast, learning_rate_at, length_batches, load_checkpoint, optimiser_step
+from .training import (_save_checkpoint, adamw, autocast, data_fingerprint, learning_rate_at, length_batches, load_checkpoint,
+                       optimiser_step)
 
 RESIDUE_IDS = torch.tensor(sorted(TOKEN_ID[residue] for residue in STANDARD_RESIDUES))
 
@@ -101,7 +102,8 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
     optimizer = adamw(model, config.learning_rate, config.weight_decay, config.beta2)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "train_tokens": 0, "window": [0.0, 0]}
-    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "MLM")
+    fingerprint = data_fingerprint(sequences)
+    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "MLM", fingerprint)
     if saved_state is not None:
         state = saved_state
         if state["step"] < config.steps:
@@ -109,7 +111,7 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     resumed_from = state["step"]
 
     def save() -> None:
-        _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
+        _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(),
                                            "optimizer": optimizer.state_dict(), "state": state})
 
     model.train()

@@ -1,6 +1,7 @@
 """Fine-tuning: length-bucketed batches, AdamW with warm-up, per-epoch evaluation and resumable checkpoints."""
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -202,12 +203,23 @@ def optimiser_step(model, optimizer: torch.optim.Optimizer, loss: torch.Tensor, 
     optimizer.step()
 
 
-def load_checkpoint(path: Path, config, model, optimizer, kind: str) -> dict | None:
+def data_fingerprint(sequences: list[str], labels: np.ndarray | None = None) -> str:
+    """SHA-256 of the training sequences (and labels) in order, so that a checkpoint resumes only on its own data."""
+    digest = hashlib.sha256()
+    for sequence in sequences:
+        digest.update(sequence.encode() + b"\n")
+    if labels is not None:
+        digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def load_checkpoint(path: Path, config, model, optimizer, kind: str, data: str) -> dict | None:
     """Restore model and optimiser from `path` and return its saved state; None when there is no checkpoint.
 
-    Refuses (naming the file) a checkpoint that cannot be read or was written with other `kind` settings than the
-    dataclass `config`. A setting the checkpoint predates counts as its default, so a release that adds a knob keeps
-    old runs resumable.
+    Refuses (naming the file) a checkpoint that cannot be read, was written with other `kind` settings than the
+    dataclass `config`, or was trained on other data than the `data` fingerprint (`data_fingerprint`): after
+    notebook 01 rebuilds the dataset, a finished fine-tuning of the old split must not pass for this one. A setting
+    the checkpoint predates counts as its default, so a release that adds a knob keeps old runs resumable.
     """
     if not path.exists():
         return None
@@ -217,6 +229,10 @@ def load_checkpoint(path: Path, config, model, optimizer, kind: str) -> dict | N
         raise RuntimeError(f"{path}: corrupt {kind} checkpoint ({error}); delete it to start over") from None
     if {**type(config)().as_dict(), **saved["config"]} != config.as_dict():
         raise RuntimeError(f"{path}: written with other {kind} settings; delete it or restore them")
+    if saved.get("data") != data:
+        trained_on = f"data with fingerprint {saved['data'][:12]}" if "data" in saved else "data it does not record"
+        raise RuntimeError(f"{path}: this {kind} checkpoint was trained on {trained_on}, not on this run's "
+                           f"(fingerprint {data[:12]}); delete it to start over")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     return saved["state"]
@@ -251,7 +267,8 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                                         label_smoothing=config.label_smoothing)
     optimizer = adamw(model, config.learning_rate, config.weight_decay)
     state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
-    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "training")
+    fingerprint = data_fingerprint(train_sequences, train_labels)
+    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "training", fingerprint)
     if saved_state is not None:
         state = saved_state
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
@@ -288,7 +305,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                 if (stopping or state["step"] % config.checkpoint_every == 0) and state["step"] % steps_per_epoch:
                     state["train_seconds"] += time.perf_counter() - started
                     started = time.perf_counter()
-                    _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
+                    _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(),
                                                        "optimizer": optimizer.state_dict(), "state": state})
                 if stopping:
                     bar.close()
@@ -302,7 +319,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                 model.train()
             state["history"].append(record)
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
-            _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "model": model.state_dict(),
+            _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(),
                                                "optimizer": optimizer.state_dict(), "state": state})
         bar.close()
         model.eval()

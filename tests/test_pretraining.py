@@ -72,11 +72,13 @@ def test_killed_mlm_resumes_to_the_same_weights_and_curve(tiny_config, tmp_path)
     assert again["resumed_from_step"] == config.steps  # a finished pass is reused, not repeated
 
 
-def test_mlm_resume_with_other_settings_or_a_corrupt_file_is_refused(tiny_config, tmp_path):
+def test_mlm_resume_with_other_settings_or_data_or_a_corrupt_file_is_refused(tiny_config, tmp_path):
     sequences = _homopolymers()
     pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=2), tmp_path, progress=False)
     with pytest.raises(RuntimeError, match="other MLM settings"):
         pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=3), tmp_path, progress=False)
+    with pytest.raises(RuntimeError, match="mlm.pt: this MLM checkpoint was trained on data with fingerprint"):
+        pretrain_mlm(masked_lm(tiny_config, 0), sequences[1:], _config(steps=2), tmp_path, progress=False)
     (tmp_path / "mlm.pt").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="mlm.pt: corrupt MLM checkpoint"):
         pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=2), tmp_path, progress=False)

@@ -170,6 +170,23 @@ def test_resume_with_other_settings_is_refused(tiny_config, toy_task, tmp_path):
         train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
 
 
+def test_a_checkpoint_never_resumes_on_other_training_data(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    model = random_classifier(tiny_config, 0, "eager")
+    train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
+    relabelled = labels.copy()
+    relabelled[0] = 1 - relabelled[0]
+    edited = [sequences[0][:-1] + ("A" if sequences[0][-1] != "A" else "C")] + list(sequences[1:])
+    for other_sequences, other_labels in ((sequences, relabelled), (edited, labels), (list(reversed(sequences)), labels)):
+        with pytest.raises(RuntimeError, match="last.pt: this training checkpoint was trained on data with fingerprint"):
+            train(model, other_sequences, other_labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=False)
+    del checkpoint["data"]  # as written before checkpoints carried a fingerprint
+    torch.save(checkpoint, tmp_path / "last.pt")
+    with pytest.raises(RuntimeError, match="trained on data it does not record"):
+        train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
+
+
 def test_a_checkpoint_that_predates_a_setting_resumes_at_its_default(tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
     model = random_classifier(tiny_config, 0, "eager")
