@@ -229,6 +229,17 @@ def split_dataset(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0
     return frame
 
 
+def validation_split(train: pd.DataFrame, fraction: float, seed: int = 0,
+                     strategy: str = "random") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out a stratified share of the training records (none at 0) to choose settings on without the test set."""
+    if fraction == 0:
+        return train, train.iloc[:0]
+    if not 0 < fraction < 0.5:
+        raise ValueError(f"validation_fraction must be in [0, 0.5), not {fraction!r}")
+    held_out = split_dataset(train, test_fraction=fraction, seed=seed, strategy=strategy)["split"].eq("test").to_numpy()
+    return train[~held_out], train[held_out]
+
+
 def class_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
     """Records per split and EC class, as {split: {class: n}}."""
     table = frame.groupby(["split", "ec_class"]).size()

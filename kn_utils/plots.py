@@ -49,8 +49,8 @@ def length_histogram(lengths: pd.Series, classes: pd.Series, limits: dict[str, i
     return figure
 
 
-def training_curve(history: list[dict], baselines: dict[str, float]) -> plt.Figure:
-    """Training loss and test accuracy / balanced accuracy per epoch, with baseline levels."""
+def training_curve(history: list[dict], baselines: dict[str, float], scored_on: str = "test") -> plt.Figure:
+    """Training loss and the `scored_on` set's accuracy / balanced accuracy per epoch, with baseline levels."""
     frame = pd.DataFrame(history)
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     loss_axis.plot(frame["epoch"], frame["train_loss"], marker="o")
@@ -62,7 +62,7 @@ def training_curve(history: list[dict], baselines: dict[str, float]) -> plt.Figu
     for (name, level), style in zip(baselines.items(), ("--", ":", "-.")):
         score_axis.axhline(level, color="grey", linestyle=style, label=name)
     score_axis.set_xlabel("epoch")
-    score_axis.set_ylabel("test score")
+    score_axis.set_ylabel(f"{scored_on} score")
     score_axis.set_ylim(0, 1)
     score_axis.legend(fontsize=8)
     figure.tight_layout()

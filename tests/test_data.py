@@ -113,6 +113,25 @@ def test_accession_split_keeps_each_accession_on_one_side():
     assert data.accession_overlap(data.split_dataset(_synthetic(), 0.2, seed=0)) > 0
 
 
+@pytest.mark.parametrize("strategy", ["random", "accession"])
+def test_validation_split_holds_out_part_of_train_and_never_a_test_record(strategy):
+    split = data.split_dataset(_synthetic(), 0.2, seed=0, strategy=strategy)
+    train = split[split["split"] == "train"]
+    fit, held_out = data.validation_split(train, 0.25, seed=0, strategy=strategy)
+    assert len(fit) + len(held_out) == len(train) and not set(fit["id"]) & set(held_out["id"])
+    assert set(held_out["id"]) <= set(train["id"])  # drawn from train only: the test records stay untouched
+    assert sorted(held_out["label"].unique()) == list(range(6))  # every class in the held-out share
+    assert 0.15 < len(held_out) / len(train) < 0.35
+    if strategy == "accession":
+        assert not set(fit["accession"]) & set(held_out["accession"])
+    again, _ = data.validation_split(train, 0.25, seed=0, strategy=strategy)
+    assert again["id"].tolist() == fit["id"].tolist()
+    everything, nothing = data.validation_split(train, 0.0)
+    assert everything is train and nothing.empty
+    with pytest.raises(ValueError, match="validation_fraction must be in"):
+        data.validation_split(train, 0.7)
+
+
 def test_cap_per_class():
     capped = data.cap_per_class(_synthetic(), 7, seed=0)
     assert capped.groupby("label").size().tolist() == [7] * 6

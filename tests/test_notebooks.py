@@ -223,3 +223,25 @@ def test_report_renders_the_homology_comparison(quick_run, tmp_path):
         shutil.copy(quick_run / f"{stage}.json", tmp_path / "again")
     answers = render(tmp_path).split("The same answers in the `again` run:")[1]
     assert "beats random by more than 2 sd" in answers and '"value least important": holds' in answers
+
+
+def test_validation_fraction_scores_held_out_training_chains_each_epoch(quick_run, tmp_path):
+    import shutil
+
+    from kn_utils.runs import PROFILES_DIR
+
+    shutil.copy(PROFILES_DIR / "quick.yaml", tmp_path)
+    profile = tmp_path / "quick-validation.yaml"
+    profile.write_text("extends: quick\n02_finetune:\n  validation_fraction: 0.25\n  epochs: 1\n  mlm_steps: 4\n")
+    run = run_dir("quick-validation")
+    shutil.rmtree(run / "checkpoints", ignore_errors=True)
+    for name in ("dataset.parquet", "data.json"):  # notebook 01's output, as the quick run built it
+        shutil.copy(quick_run / name, run)
+    run_profile(str(profile), first="02", last="02", output_dir=tmp_path)
+    finetune = json.loads((run / "finetune.json").read_text())
+    n_train = json.loads((quick_run / "data.json").read_text())["n_train"]
+    assert finetune["epoch_scores_on"] == "validation" and finetune["provenance"]["parameters"]["validation_fraction"] == 0.25
+    assert finetune["n_train"] + finetune["n_validation"] == n_train and 0.2 < finetune["n_validation"] / n_train < 0.3
+    assert len(finetune["history"]) == 1 and 0 <= finetune["accuracy"] <= 1  # the test set, scored once at the end
+    assert json.loads((quick_run / "finetune.json").read_text())["epoch_scores_on"] == "test"  # the default
+    assert "held out for validation" in json.dumps(nbformat.read(tmp_path / "02_finetune.ipynb", as_version=4).cells)
