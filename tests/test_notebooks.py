@@ -225,14 +225,15 @@ def test_report_renders_the_homology_comparison(quick_run, tmp_path):
     assert "beats random by more than 2 sd" in answers and '"value least important": holds' in answers
 
 
-def test_validation_fraction_scores_held_out_training_chains_each_epoch(quick_run, tmp_path):
+def test_validation_fraction_and_weight_average_score_held_out_training_chains_each_epoch(quick_run, tmp_path):
     import shutil
 
     from kn_utils.runs import PROFILES_DIR
 
     shutil.copy(PROFILES_DIR / "quick.yaml", tmp_path)
     profile = tmp_path / "quick-validation.yaml"
-    profile.write_text("extends: quick\n02_finetune:\n  validation_fraction: 0.25\n  epochs: 1\n  mlm_steps: 4\n")
+    profile.write_text("extends: quick\n02_finetune:\n  validation_fraction: 0.25\n  epochs: 1\n  mlm_steps: 4\n"
+                       "  ema_decay: 0.9\n")
     run = run_dir("quick-validation")
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
     for name in ("dataset.parquet", "data.json"):  # notebook 01's output, as the quick run built it
@@ -243,5 +244,6 @@ def test_validation_fraction_scores_held_out_training_chains_each_epoch(quick_ru
     assert finetune["epoch_scores_on"] == "validation" and finetune["provenance"]["parameters"]["validation_fraction"] == 0.25
     assert finetune["n_train"] + finetune["n_validation"] == n_train and 0.2 < finetune["n_validation"] / n_train < 0.3
     assert len(finetune["history"]) == 1 and 0 <= finetune["accuracy"] <= 1  # the test set, scored once at the end
+    assert finetune["provenance"]["parameters"]["ema_decay"] == 0.9 and "live_accuracy" in finetune["history"][0]
     assert json.loads((quick_run / "finetune.json").read_text())["epoch_scores_on"] == "test"  # the default
     assert "held out for validation" in json.dumps(nbformat.read(tmp_path / "02_finetune.ipynb", as_version=4).cells)

@@ -144,9 +144,10 @@ def test_a_failed_compilation_falls_back_to_eager_with_a_warning(tiny_config, to
     assert [h["train_loss"] for h in outcomes[True]["history"]] == [h["train_loss"] for h in outcomes[False]["history"]]
 
 
-def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path, ema_decay):
     sequences, labels = toy_task
-    config = _config(epochs=2, checkpoint_every=2, precision="bf16")
+    config = _config(epochs=2, checkpoint_every=2, precision="bf16", ema_decay=ema_decay)
     straight = random_classifier(tiny_config, 0, "eager")
     train(straight, sequences, labels, sequences, labels, config, tmp_path / "a", progress=False)
     interrupted = random_classifier(tiny_config, 0, "eager")
@@ -247,3 +248,34 @@ def test_masked_training_still_learns_and_resumes_identically(tiny_config, toy_t
     train(killed, sequences, labels, sequences, labels, _config(mask_fraction=0.15), tmp_path / "b", progress=False)
     for name, weight in model.state_dict().items():
         torch.testing.assert_close(killed.state_dict()[name], weight)
+
+
+def test_the_weight_average_is_an_exponential_moving_average_of_the_steps_and_leaves_training_alone(tiny_config, toy_task,
+                                                                                                   tmp_path):
+    sequences, labels = toy_task
+    decay = 0.8
+    plain = _config(epochs=1)
+    live = random_classifier(tiny_config, 0, "eager")
+    steps = []  # the live weights after each step, from a run stopped and resumed one step at a time
+    while True:
+        outcome = train(live, sequences, labels, sequences, labels, plain, tmp_path / "live", progress=False,
+                        stop_after_steps=1)
+        steps.append({name: tensor.clone() for name, tensor in live.state_dict().items()})
+        if not outcome.get("stopped_early"):
+            break
+    averaged = random_classifier(tiny_config, 0, "eager")
+    outcome = train(averaged, sequences, labels, sequences, labels, _config(epochs=1, ema_decay=decay), tmp_path / "ema",
+                    classification_metrics, progress=False)
+    assert outcome["step"] == len(steps) > 2
+    live_weights = torch.load(tmp_path / "ema" / "last.pt", weights_only=False)["model"]
+    for name, tensor in steps[-1].items():  # averaging does not change the trajectory trained
+        assert torch.equal(live_weights[name], tensor), name
+    for name, parameter in averaged.named_parameters():
+        expected = steps[0][name]
+        for weights in steps[1:]:
+            expected = decay * expected + (1 - decay) * weights[name]
+        torch.testing.assert_close(parameter.detach(), expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert not all(torch.equal(parameter, steps[-1][name]) for name, parameter in averaged.named_parameters())
+    record = outcome["history"][-1]
+    assert record["accuracy"] == classification_metrics(predict_logits(averaged, sequences, 40), labels)["accuracy"]
+    assert {"live_accuracy", "live_macro_f1"} <= record.keys()
