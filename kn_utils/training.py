@@ -334,11 +334,11 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                       "learning_rate": learning_rate_at(state["step"] - 1, total_steps, config),
                       "train_seconds": state["train_seconds"]}
             if evaluate is not None:
-                live = evaluate(predict_logits(model, eval_sequences, config.max_residues), eval_labels)
-                if averaged is not None:
-                    record.update({f"live_{name}": value for name, value in live.items()})
-                    live = evaluate(predict_logits(averaged.module, eval_sequences, config.max_residues), eval_labels)
-                record.update(live)
+                scores = evaluate(predict_logits(model, eval_sequences, config.max_residues), eval_labels)
+                if averaged is not None:  # the average is the model this run returns; the live weights are kept beside it
+                    record.update({f"live_{name}": value for name, value in scores.items()})
+                    scores = evaluate(predict_logits(averaged.module, eval_sequences, config.max_residues), eval_labels)
+                record.update(scores)
                 model.train()
             state["history"].append(record)
             print({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
