@@ -35,6 +35,15 @@ def test_checked_copy_is_regenerated_after_code_changes(notebook):
 
 
 @pytest.mark.parametrize("notebook", stage_notebooks(), ids=lambda p: p.name)
+def test_cells_that_say_nbval_ignores_them_carry_its_tag(notebook):
+    """A `# NBVAL_IGNORE_OUTPUT  (reason)` comment documents; the `nbval-ignore-output` tag is what nbval acts on
+    (it reads a comment only when the line holds the bare marker), so a commented cell without the tag is checked."""
+    for cell in nbformat.read(notebook, as_version=4).cells:
+        if cell.cell_type == "code" and "# NBVAL_IGNORE_OUTPUT" in cell.source:
+            assert "nbval-ignore-output" in cell.metadata.get("tags", []), f"{notebook.name}: {cell.source[:80]!r} lacks the tag"
+
+
+@pytest.mark.parametrize("notebook", stage_notebooks(), ids=lambda p: p.name)
 def test_every_notebook_has_a_parameters_cell(notebook):
     cells = nbformat.read(notebook, as_version=4).cells
     tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
@@ -196,6 +205,7 @@ def test_report_renders_every_stage_from_the_result_files(quick_run, tmp_path):
     assert "**random init**" in text and "Benjamini-Hochberg" in text
     assert "had an expression tag cut" in text
     assert "Head input: the mean final state" in text  # quick is random init, so pooling auto reads the mean
+    assert "| suppress (x0) " in text and "| amplify (x2) " in text and "('x0'" not in text  # rows named, not tuples
 
 
 def test_report_renders_the_homology_comparison(quick_run, tmp_path):
