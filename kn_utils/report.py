@@ -176,9 +176,10 @@ def _claim_answers(tests) -> list[str]:
 def _class_neurons_section(record: dict) -> list[str]:
     import pandas as pd
 
-    specificity = pd.DataFrame(record["specificity"])
-    scaling = specificity["factor"].map({"x0": "suppress (x0)", "x2": "amplify (x2)"}).fillna(specificity["factor"])
-    specificity = specificity.assign(scaling=scaling, **{"EC class": specificity["neurons of class"]}).set_index(["scaling", "EC class"])
+    specificity = pd.DataFrame(record["specificity"]).rename(columns={"neurons of class": "EC class"})
+    specificity["scaling"] = specificity["factor"].map({"x0": "suppress (x0)", "x2": "amplify (x2)"}).fillna(specificity["factor"])
+    shown = ["scaling", "EC class", *(c for c in ("own_class", "other_classes", "random_own_mean", "random_own_sd", "z_vs_random", "own_rank")
+                                      if c in specificity)]
     tests = pd.DataFrame(record["motif_tests"])
     selective = record["motif_selective_neurons"]
     lines = ["### Class-specific knowledge neurons (notebook 07)",
@@ -189,7 +190,7 @@ def _class_neurons_section(record: dict) -> list[str]:
              f"Scaling class c's set by 0 (suppression) and 2 (amplification) on a class-balanced subset of "
              f"{record['effect_examples']:,} test sequences, against {record['provenance']['parameters']['random_seeds']} random sets "
              "with the same (layer, projection) make-up (own-class effect on the true-class probability; z against the random sets):", "",
-             specificity[[c for c in ("own_class", "other_classes", "random_own_mean", "random_own_sd", "z_vs_random", "own_rank") if c in specificity]].round(4).reset_index().to_markdown(index=False), "",
+             specificity[shown].round(4).to_markdown(index=False), "",
              f"Suppression hurts a class's own examples more than the others' and beyond 2 random-control sd for "
              f"{record['suppression_classes_supported']} of 6 classes; no other class is hurt more (net of the random sets) for "
              f"{record.get('suppression_classes_strict', 'an unrecorded number of')} of 6.", "",
