@@ -149,8 +149,9 @@ def _ablation_answers(frame, fractions: list[float]) -> list[str]:
         lines.append(f"- {label} (high scores kept) beats random by more than 2 sd at: {', '.join(above) if above else 'no size'}.")
     signed = plain[plain["method"] == "ig_signed"].pivot_table(index="keep_fraction", columns="direction", values="accuracy")
     better = [f"{f:.0%}" for f in fractions if signed.loc[f, "high"] > signed.loc[f, "low"]]
-    lines.append(f"- High or low IG (the paper's text against its summary): keeping high signed IG keeps more accuracy at "
-                 f"{', '.join(better) if better else 'no size'} of {', '.join(f'{f:.0%}' for f in fractions)}.")
+    sizes = ", ".join(f"{f:.0%}" for f in fractions)
+    where = f"every size ({sizes})" if len(better) == len(fractions) else f"{', '.join(better) if better else 'no size'} of {sizes}"
+    lines.append(f"- High or low IG (the paper's text against its summary): keeping high signed IG keeps more accuracy at {where}.")
     return lines
 
 
