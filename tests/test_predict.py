@@ -38,6 +38,16 @@ def test_predict_cuts_expression_tags_as_the_training_data_did(tmp_path, model_f
     assert rows[()][0] == rows[()][1]  # the tag cut, the two records are one sequence
     assert rows[("--keep-tags",)][0] == rows[()][0] and rows[("--keep-tags",)][1] != rows[()][1]
 
+def test_reading_beyond_the_training_window_warns(tmp_path, model_folder, capsys):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">long\n" + "MKTAYIAKQRQISFVKSHFSRQ" * 5 + "\n")
+    warnings = {}
+    for window in (None, "64", "32", "100"):
+        assert main(["predict", "--model", str(model_folder), *(["--max-residues", window] if window else []), str(fasta)]) == 0
+        warnings[window] = "trained on the first 64 residues" in capsys.readouterr().err
+    assert warnings == {None: False, "64": False, "32": False, "100": True}
+
+
 @pytest.mark.parametrize("body, message", [
     (">good\nMKTAY\n>bad1\nMKT@AY\n", r"record 'bad1': invalid residue\(s\) '@'"),
     (">good\nMKTAY\n>empty\n", r"record 'empty': empty sequence"),
