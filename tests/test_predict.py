@@ -38,6 +38,7 @@ def test_predict_cuts_expression_tags_as_the_training_data_did(tmp_path, model_f
     assert rows[()][0] == rows[()][1]  # the tag cut, the two records are one sequence
     assert rows[("--keep-tags",)][0] == rows[()][0] and rows[("--keep-tags",)][1] != rows[()][1]
 
+
 def test_reading_beyond_the_training_window_warns(tmp_path, model_folder, capsys):
     fasta = tmp_path / "in.fasta"
     fasta.write_text(">long\n" + "MKTAYIAKQRQISFVKSHFSRQ" * 5 + "\n")
