@@ -1,9 +1,11 @@
 """Training throughput of kn_utils' fine-tuning loop against a plain baseline, measured in the same run.
 
-Ours: length-bucketed batches (no padding computed), eager attention under the study's precision (`auto`: bf16
-autocast where the CPU or GPU computes bf16 natively, else fp32; `--precision` to force one); then
-the same loop with `torch_compile=True`, whose first epoch pays the compilation: it is reported both over all epochs
-and in steady state (epochs after the first).
+Ours: length-bucketed batches (no padding computed) under the study's precision (`auto`: bf16 autocast where the CPU
+or GPU computes bf16 natively, else fp32; `--precision` to force one), with the attention kernel `train` picks for it
+(`kn_utils.attention`: the lean eager kernel under bf16, SDPA in fp32); under bf16 also the same loop with
+transformers' stock eager kernel, the one the lean kernel replaced; then the same loop with `torch_compile=True`,
+whose first epoch pays the compilation: it is reported both over all epochs and in steady state (epochs after the
+first).
 Baseline: the stock recipe, fixed-length batches padded to `max_residues`, the library's default attention
 (SDPA) in fp32. Both train the same ESM-2 8M architecture on the same sequences with AdamW; throughput
 counts real (non-padding) tokens per second. Prints the median of `--repeats` runs of each and the ratio.
@@ -18,8 +20,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+from contextlib import nullcontext
 import tempfile
 import time
+from unittest import mock
 
 import numpy as np
 import torch
@@ -27,6 +31,7 @@ import torch
 from kn_utils.alphabet import encode, pad_batch
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision
 from kn_utils.runs import notebook_parameters
+import kn_utils.training
 from kn_utils.training import TrainConfig, train
 
 
@@ -46,12 +51,16 @@ def benchmark_sequences(count: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 
 def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens: int, epochs: int = 1,
-         torch_compile: bool = False, precision: str = "auto") -> tuple[float, float]:
-    """Real tokens per second of `kn_utils.training.train`: over all `epochs`, and over the epochs after the first."""
+         torch_compile: bool = False, precision: str = "auto", kernel: str | None = None) -> tuple[float, float]:
+    """Real tokens per second of `kn_utils.training.train`: over all `epochs`, and over the epochs after the first.
+
+    `kernel` forces an attention implementation in place of the one `train` picks for the precision.
+    """
     model = random_classifier(esm2_config(), 0, "eager")
     config = TrainConfig(epochs=epochs, max_residues=max_residues, max_tokens=max_tokens, warmup_steps=10,
                          checkpoint_every=10**9, torch_compile=torch_compile, precision=precision)
-    with tempfile.TemporaryDirectory() as folder:
+    forced = mock.patch.object(kn_utils.training, "attention_kernel", lambda _: kernel) if kernel else nullcontext()
+    with tempfile.TemporaryDirectory() as folder, forced:
         outcome = train(model, sequences, labels, [], labels[:0], config, folder, progress=False)
     per_epoch = outcome["train_tokens"] / epochs
     first = outcome["history"][0]["train_seconds"]
@@ -101,12 +110,18 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, {device_name('cpu')}, our precision {precision}")
     labels_of = {"baseline": "baseline (padded, default attention, fp32)",
                  "ours": f"ours (length-bucketed, {precision})",
+                 "stock_kernel": "ours with the stock eager attention kernel",
                  "compiled": "ours + torch.compile, steady state",
                  "compiled_all": "ours + torch.compile, compilation included"}
+    if precision != "bf16":  # in fp32 `train` keeps SDPA, so there is no kernel swap to measure
+        del labels_of["stock_kernel"]
     results: dict[str, list[float]] = {name: [] for name in labels_of}
     for repeat in range(args.repeats):
         results["baseline"].append(baseline(sequences, labels, args.max_residues, args.max_tokens))
         results["ours"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, precision=precision)[0])
+        if "stock_kernel" in results:
+            results["stock_kernel"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs,
+                                                precision=precision, kernel="eager")[0])
         every, steady = ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, torch_compile=True,
                                precision=precision)
         results["compiled"].append(steady)

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 from transformers import EsmConfig, EsmForMaskedLM
 
 from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch
+from .attention import attention_implementation, attention_kernel
 from .model import resolve_precision
 from .training import (_save_checkpoint, adamw, autocast, data_fingerprint, learning_rate_at, length_batches, load_checkpoint,
                        optimiser_step)
@@ -81,7 +82,6 @@ def masked_lm(config: EsmConfig, seed: int) -> EsmForMaskedLM:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = EsmForMaskedLM(config)
-    model.set_attn_implementation("eager")  # fastest under bf16 autocast on CPU
     return model
 
 
@@ -114,46 +114,47 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
         _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(),
                                            "optimizer": optimizer.state_dict(), "state": state})
 
-    model.train()
-    bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc="MLM warm start")
-    started = time.perf_counter()
-    stopping = False
-    while state["step"] < config.steps and not stopping:
-        epoch, offset = divmod(state["step"], steps_per_epoch)
-        batches = length_batches(lengths, config.max_tokens, np.random.default_rng([config.seed, epoch]))
-        for batch in batches[offset:]:
-            step = state["step"]
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate_at(step, config.steps, config)
-            input_ids, attention_mask = pad_batch([tokens[i] for i in batch])
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            inputs, labels = mask_tokens(input_ids, config.mask_fraction, generator)
-            with autocast(device, precision):
-                logits = model(input_ids=inputs.to(device), attention_mask=attention_mask.to(device)).logits
-            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=-100)
-            optimiser_step(model, optimizer, loss, config.grad_clip)
-            state["step"] += 1
-            state["train_tokens"] += int(attention_mask.sum())
-            state["window"] = [state["window"][0] + loss.item(), state["window"][1] + 1]  # loss since the last log point
-            bar.update(1)
-            done = state["step"] >= config.steps
-            if state["step"] % config.log_every == 0 or done:
-                state["train_seconds"] += time.perf_counter() - started
-                started = time.perf_counter()
-                mean_loss = state["window"][0] / state["window"][1]
-                state["history"].append({"step": state["step"], "loss": mean_loss,
-                                         "learning_rate": learning_rate_at(step, config.steps, config),
-                                         "seconds": state["train_seconds"]})
-                bar.set_postfix(loss=f"{mean_loss:.3f}")
-                state["window"] = [0.0, 0]
-            stopping = stop_after_steps is not None and state["step"] - resumed_from >= stop_after_steps
-            if done or stopping or state["step"] % config.checkpoint_every == 0:
-                state["train_seconds"] += time.perf_counter() - started
-                started = time.perf_counter()
-                save()
-            if done or stopping:
-                break
-    bar.close()
+    with attention_implementation(model, attention_kernel(precision)):  # the faster kernel of this precision
+        model.train()
+        bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc="MLM warm start")
+        started = time.perf_counter()
+        stopping = False
+        while state["step"] < config.steps and not stopping:
+            epoch, offset = divmod(state["step"], steps_per_epoch)
+            batches = length_batches(lengths, config.max_tokens, np.random.default_rng([config.seed, epoch]))
+            for batch in batches[offset:]:
+                step = state["step"]
+                for group in optimizer.param_groups:
+                    group["lr"] = learning_rate_at(step, config.steps, config)
+                input_ids, attention_mask = pad_batch([tokens[i] for i in batch])
+                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+                inputs, labels = mask_tokens(input_ids, config.mask_fraction, generator)
+                with autocast(device, precision):
+                    logits = model(input_ids=inputs.to(device), attention_mask=attention_mask.to(device)).logits
+                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=-100)
+                optimiser_step(model, optimizer, loss, config.grad_clip)
+                state["step"] += 1
+                state["train_tokens"] += int(attention_mask.sum())
+                state["window"] = [state["window"][0] + loss.item(), state["window"][1] + 1]  # loss since the last log point
+                bar.update(1)
+                done = state["step"] >= config.steps
+                if state["step"] % config.log_every == 0 or done:
+                    state["train_seconds"] += time.perf_counter() - started
+                    started = time.perf_counter()
+                    mean_loss = state["window"][0] / state["window"][1]
+                    state["history"].append({"step": state["step"], "loss": mean_loss,
+                                             "learning_rate": learning_rate_at(step, config.steps, config),
+                                             "seconds": state["train_seconds"]})
+                    bar.set_postfix(loss=f"{mean_loss:.3f}")
+                    state["window"] = [0.0, 0]
+                stopping = stop_after_steps is not None and state["step"] - resumed_from >= stop_after_steps
+                if done or stopping or state["step"] % config.checkpoint_every == 0:
+                    state["train_seconds"] += time.perf_counter() - started
+                    started = time.perf_counter()
+                    save()
+                if done or stopping:
+                    break
+        bar.close()
     model.eval()
     return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
             "stopped_early": state["step"] < config.steps}

@@ -6,7 +6,7 @@ import math
 import os
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .alphabet import MASK_ID, encode, pad_batch
+from .attention import attention_implementation, attention_kernel  # noqa: F401 (scoring and motifs import them from here)
 from .model import PRECISIONS, pooling_of, resolve_precision
 from .provenance import atomic_path
 
@@ -85,22 +86,6 @@ def autocast(device: torch.device, precision: str):
     if precision != "fp32":
         raise ValueError(f"autocast takes a resolved precision, 'bf16' or 'fp32', not {precision!r}")
     return nullcontext()
-
-
-def attention_kernel(precision: str) -> str:
-    """The faster attention kernel on CPU for a resolved precision: SDPA in fp32, eager under bf16 autocast."""
-    return "sdpa" if precision == "fp32" else "eager"
-
-
-@contextmanager
-def attention_implementation(model, implementation: str):
-    """Switch the model's attention kernel for a block (SDPA is fastest in fp32 on CPU, eager under bf16)."""
-    previous = model.config._attn_implementation
-    model.set_attn_implementation(implementation)
-    try:
-        yield model
-    finally:
-        model.set_attn_implementation(previous)
 
 
 class CompiledForward:

@@ -76,9 +76,9 @@ def test_result_files_name_the_device_and_its_bf16_support(cpu_flags):
     assert esm.native_bf16("cpu") is False
 
 
-@pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", "eager")])
+@pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", "kn_eager")])
 def test_training_uses_the_faster_attention_kernel_of_its_precision(tiny_config, toy_task, tmp_path, precision, kernel):
-    """SDPA in fp32, eager under bf16 (the faster of the two on CPU in each); the caller's setting comes back after."""
+    """SDPA in fp32, the lean eager kernel under bf16 (the fastest on CPU in each); the caller's setting comes back."""
     sequences, labels = toy_task
     tiny_config.num_labels = 3
     model = random_classifier(tiny_config, 0, "eager")

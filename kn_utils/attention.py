@@ -1,0 +1,55 @@
+"""Attention kernels on CPU: the fastest one for each precision, and a lean eager kernel for bf16 autocast."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+LEAN_EAGER = "kn_eager"
+
+
+def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                         attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                         **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transformers' eager attention with scores and probabilities kept in the inputs' dtype (bf16 under autocast).
+
+    The stock kernel adds its float32 padding mask to the bf16 scores, so softmax and its backward run over float32
+    copies of the (batch, heads, length, length) scores, and it multiplies them by ESM's scaling of 1.0. Here the
+    mask is cast to the scores' dtype instead and a scaling of 1.0 is skipped: the forward values are the stock
+    kernel's to bf16 rounding (the probabilities reach the value matmul in bf16 either way), and a bf16 training step
+    of ESM-2 8M is faster on CPU (see README, Precision). In float32 it computes exactly what the stock kernel does.
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3))
+    if scaling != 1.0:  # ESM scales the query before its rotary embedding and passes 1.0 here
+        scores = scores * scaling
+    if attention_mask is not None:
+        floor = torch.finfo(scores.dtype).min
+        scores = scores + attention_mask.clamp(min=floor).to(scores.dtype)
+    probabilities = torch.softmax(scores, dim=-1)
+    probabilities = torch.nn.functional.dropout(probabilities, p=dropout, training=module.training)
+    output = torch.matmul(probabilities.to(value.dtype), value)
+    return output.transpose(1, 2).contiguous(), probabilities
+
+
+AttentionInterface.register(LEAN_EAGER, lean_eager_attention)
+AttentionMaskInterface.register(LEAN_EAGER, eager_mask)  # the same additive padding mask the stock eager kernel gets
+
+
+def attention_kernel(precision: str) -> str:
+    """The faster attention kernel on CPU for a resolved precision: SDPA in fp32, the lean eager kernel under bf16."""
+    return "sdpa" if precision == "fp32" else LEAN_EAGER
+
+
+@contextmanager
+def attention_implementation(model, implementation: str):
+    """Switch the model's attention kernel for a block, restoring the caller's afterwards."""
+    previous = model.config._attn_implementation
+    model.set_attn_implementation(implementation)
+    try:
+        yield model
+    finally:
+        model.set_attn_implementation(previous)
