@@ -59,7 +59,7 @@ def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens
     model = random_classifier(esm2_config(), 0, "eager")
     config = TrainConfig(epochs=epochs, max_residues=max_residues, max_tokens=max_tokens, warmup_steps=10,
                          checkpoint_every=10**9, torch_compile=torch_compile, precision=precision)
-    forced = mock.patch.object(kn_utils.training, "attention_kernel", lambda _: kernel) if kernel else nullcontext()
+    forced = mock.patch.object(kn_utils.training, "attention_kernel", lambda *_: kernel) if kernel else nullcontext()
     with tempfile.TemporaryDirectory() as folder, forced:
         outcome = train(model, sequences, labels, [], labels[:0], config, folder, progress=False)
     per_epoch = outcome["train_tokens"] / epochs

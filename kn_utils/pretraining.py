@@ -114,7 +114,7 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
         _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(),
                                            "optimizer": optimizer.state_dict(), "state": state})
 
-    with attention_implementation(model, attention_kernel(precision)):  # the faster kernel of this precision
+    with attention_implementation(model, attention_kernel(precision, device)):  # the faster kernel of this precision
         model.train()
         bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc="MLM warm start")
         started = time.perf_counter()

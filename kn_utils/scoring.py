@@ -115,7 +115,7 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
     p_on, p_off = np.zeros(len(sequences)), np.zeros(len(sequences))
     model.eval()
     precision = resolve_precision(precision, device)
-    with attention_implementation(model, attention_kernel(precision)):
+    with attention_implementation(model, attention_kernel(precision, device)):
         for batch, input_ids, mask in tqdm(list(batches(sequences, max_residues, max_tokens, steps)), disable=not progress, desc="IG"):
             input_ids, mask = input_ids.to(device), mask.to(device)
             target = torch.as_tensor(labels[batch], device=device)

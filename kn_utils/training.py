@@ -163,7 +163,7 @@ def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: i
     tokens = [encode(sequence, max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens])
     logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
-    with attention_implementation(model, attention_kernel(precision)):
+    with attention_implementation(model, attention_kernel(precision, device)):
         for batch in tqdm(length_batches(lengths, max_tokens), disable=not progress, desc="predict"):
             input_ids, mask = pad_batch([tokens[i] for i in batch])
             with autocast(device, precision):
@@ -276,7 +276,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         """Everything a killed run needs to resume: settings, data fingerprint, weights, optimiser, average, state."""
         return {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "averaged": None if averaged is None else averaged.state_dict(), "state": state}
-    with attention_implementation(model, attention_kernel(precision)):
+    with attention_implementation(model, attention_kernel(precision, device)):
         model.train()
         forward = CompiledForward(model) if config.torch_compile else model
         bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")

@@ -11,6 +11,7 @@ import torch
 from kn_utils import model as esm, provenance
 from kn_utils.metrics import classification_metrics
 from kn_utils.model import random_classifier, resolve_precision
+from kn_utils.attention import attention_kernel
 from kn_utils.training import TrainConfig, train
 
 
@@ -93,3 +94,9 @@ def test_training_uses_the_faster_attention_kernel_of_its_precision(tiny_config,
         warnings.simplefilter("ignore", RuntimeWarning)  # bf16 on a CPU without it
         train(model, sequences, labels, sequences, labels, config, tmp_path, evaluate, progress=False)
     assert seen == [kernel] and model.config._attn_implementation == "eager"
+
+
+def test_gpus_keep_sdpa_in_both_precisions():
+    """On CUDA the fused SDPA kernels win in bf16 too; the lean eager kernel is a CPU choice."""
+    assert attention_kernel("bf16", "cuda") == attention_kernel("fp32", torch.device("cuda:0")) == "sdpa"
+    assert attention_kernel("bf16", "cpu") == "kn_eager" and attention_kernel("fp32", "cpu") == "sdpa"
