@@ -2,8 +2,8 @@
 
 Ours: length-bucketed batches (no padding computed) under the study's precision (`auto`: bf16 autocast where the CPU
 or GPU computes bf16 natively, else fp32; `--precision` to force one), with the attention kernel `train` picks for it
-(`kn_utils.attention`: the lean eager kernel under bf16, SDPA in fp32); under bf16 also the same loop with
-transformers' stock eager kernel, the one the lean kernel replaced; then the same loop with `torch_compile=True`,
+(`kn_utils.attention.attention_kernel`: eager under bf16 on CPU, SDPA in fp32); under bf16 also the same loop with the
+opt-in lean eager kernel (`kn_eager`); then the same loop with `torch_compile=True`,
 whose first epoch pays the compilation: it is reported both over all epochs and in steady state (epochs after the
 first).
 Baseline: the stock recipe, fixed-length batches padded to `max_residues`, the library's default attention
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from kn_utils.alphabet import encode, pad_batch
+from kn_utils.attention import LEAN_EAGER
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision
 from kn_utils.runs import notebook_parameters
 import kn_utils.training
@@ -110,18 +111,18 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, {device_name('cpu')}, our precision {precision}")
     labels_of = {"baseline": "baseline (padded, default attention, fp32)",
                  "ours": f"ours (length-bucketed, {precision})",
-                 "stock_kernel": "ours with the stock eager attention kernel",
+                 "lean_kernel": "ours with the lean eager kernel (opt-in)",
                  "compiled": "ours + torch.compile, steady state",
                  "compiled_all": "ours + torch.compile, compilation included"}
-    if precision != "bf16":  # in fp32 `train` keeps SDPA, so there is no kernel swap to measure
-        del labels_of["stock_kernel"]
+    if precision != "bf16":  # the lean kernel differs from the stock one only under bf16
+        del labels_of["lean_kernel"]
     results: dict[str, list[float]] = {name: [] for name in labels_of}
     for repeat in range(args.repeats):
         results["baseline"].append(baseline(sequences, labels, args.max_residues, args.max_tokens))
         results["ours"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, precision=precision)[0])
-        if "stock_kernel" in results:
-            results["stock_kernel"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs,
-                                                precision=precision, kernel="eager")[0])
+        if "lean_kernel" in results:
+            results["lean_kernel"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs,
+                                               precision=precision, kernel=LEAN_EAGER)[0])
         every, steady = ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, torch_compile=True,
                                precision=precision)
         results["compiled"].append(steady)

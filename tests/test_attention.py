@@ -1,4 +1,4 @@
-"""The lean eager attention kernel: the stock kernel's values, padding masked, the caller's kernel restored."""
+"""The lean eager attention kernel (opt-in): the stock kernel's values, padding masked; kernels switched and restored."""
 from __future__ import annotations
 
 import warnings
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.attention import LEAN_EAGER, attention_implementation
+from kn_utils.attention import LEAN_EAGER, attention_implementation, attention_kernel
 from kn_utils.model import random_classifier
 from kn_utils.pretraining import MLMConfig, masked_lm, pretrain_mlm
 
@@ -56,7 +56,7 @@ def test_lean_kernel_ignores_padding(tiny_config):
 def test_mlm_warm_start_runs_the_kernel_of_its_precision_and_restores_the_callers(tiny_config, tmp_path, monkeypatch):
     """The MLM loop switches to `attention_kernel(precision)` and gives the model back with the caller's kernel."""
     model = masked_lm(tiny_config, 0)
-    model.set_attn_implementation("eager")
+    model.set_attn_implementation(LEAN_EAGER)
     seen = []
     forward = model.forward
     monkeypatch.setattr(model, "forward", lambda *args, **kwargs: (seen.append(model.config._attn_implementation),
@@ -65,4 +65,4 @@ def test_mlm_warm_start_runs_the_kernel_of_its_precision_and_restores_the_caller
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # bf16 on a CPU without it
         pretrain_mlm(model, SEQUENCES, config, tmp_path, progress=False)
-    assert seen and set(seen) == {LEAN_EAGER} and model.config._attn_implementation == "eager"
+    assert seen and set(seen) == {attention_kernel("bf16")} and model.config._attn_implementation == LEAN_EAGER

@@ -77,12 +77,12 @@ def test_result_files_name_the_device_and_its_bf16_support(cpu_flags):
     assert esm.native_bf16("cpu") is False
 
 
-@pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", "kn_eager")])
-def test_training_uses_the_faster_attention_kernel_of_its_precision(tiny_config, toy_task, tmp_path, precision, kernel):
-    """SDPA in fp32, the lean eager kernel under bf16 (the fastest on CPU in each); the caller's setting comes back."""
+@pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", "eager")])
+def test_training_uses_the_attention_kernel_of_its_precision(tiny_config, toy_task, tmp_path, precision, kernel):
+    """SDPA in fp32, the stock eager kernel under bf16 (the faster on CPU of those two); the caller's comes back."""
     sequences, labels = toy_task
     tiny_config.num_labels = 3
-    model = random_classifier(tiny_config, 0, "eager")
+    model = random_classifier(tiny_config, 0, "kn_eager")
     seen = []
 
     def evaluate(logits, labels):  # called inside the training loop, between epochs
@@ -93,10 +93,10 @@ def test_training_uses_the_faster_attention_kernel_of_its_precision(tiny_config,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # bf16 on a CPU without it
         train(model, sequences, labels, sequences, labels, config, tmp_path, evaluate, progress=False)
-    assert seen == [kernel] and model.config._attn_implementation == "eager"
+    assert seen == [kernel] and model.config._attn_implementation == "kn_eager"
 
 
 def test_gpus_keep_sdpa_in_both_precisions():
-    """On CUDA the fused SDPA kernels win in bf16 too; the lean eager kernel is a CPU choice."""
+    """On CUDA the fused SDPA kernels serve bf16 too; eager attention under bf16 is a CPU choice."""
     assert attention_kernel("bf16", "cuda") == attention_kernel("fp32", torch.device("cuda:0")) == "sdpa"
-    assert attention_kernel("bf16", "cpu") == "kn_eager" and attention_kernel("fp32", "cpu") == "sdpa"
+    assert attention_kernel("bf16", "cpu") == "eager" and attention_kernel("fp32", "cpu") == "sdpa"
