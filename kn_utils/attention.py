@@ -23,7 +23,7 @@ def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
     copies of the (batch, heads, length, length) scores, and it multiplies them by ESM's scaling of 1.0. Here the
     mask is cast to the scores' dtype instead and a scaling of 1.0 is skipped: the forward values are the stock
     kernel's to bf16 rounding (the probabilities reach the value matmul in bf16 either way), and a bf16 training step
-    of ESM-2 8M is faster on CPU (see README, Precision). In float32 it computes exactly what the stock kernel does.
+    of ESM-2 8M is faster on CPU (README, Attention kernel). In float32 it computes exactly what the stock kernel does.
     """
     if scaling is None:
         scaling = query.size(-1) ** -0.5
