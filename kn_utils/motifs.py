@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .attention import attention_implementation
 from .neurons import recording
 from .scoring import batches, residue_positions
-from .training import attention_implementation
 
 # Known enzyme motifs as regular expressions (x = any residue), with where they are described.
 MOTIFS: dict[str, tuple[str, str]] = {

@@ -18,9 +18,10 @@ import torch
 from tqdm.auto import tqdm
 
 from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode, pad_batch
+from .attention import attention_implementation, attention_kernel
 from .model import resolve_precision
 from .neurons import NeuronIndex, gated, recording
-from .training import attention_implementation, attention_kernel, autocast, length_batches
+from .training import autocast, length_batches
 
 QUADRATURE_RULES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 

@@ -15,7 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .alphabet import MASK_ID, encode, pad_batch
-from .attention import attention_implementation, attention_kernel  # noqa: F401 (scoring and motifs import them from here)
+from .attention import attention_implementation, attention_kernel
 from .model import PRECISIONS, pooling_of, resolve_precision
 from .provenance import atomic_path
 
