@@ -33,7 +33,7 @@ class TrainConfig:
     max_tokens: int = 4096  # padded tokens per batch
     max_residues: int = 256  # residues the model sees per sequence
     crop: str = "random"  # training window: random | first (evaluation always takes the first residues)
-    class_weighting: str = "none"  # none | balanced: cross-entropy weights inverse to class frequency
+    class_weighting: str = "none"  # none | balanced | sqrt: cross-entropy weights inverse to class frequency (or its root)
     label_smoothing: float = 0.0  # share of each target spread over all classes (torch's CrossEntropyLoss)
     mask_fraction: float = 0.0  # training residues hidden behind <mask>, drawn afresh each epoch (augmentation)
     grad_clip: float = 1.0
@@ -145,11 +145,18 @@ def learning_rate_at(step: int, total_steps: int, config: TrainConfig) -> float:
 
 
 def class_weights(labels: np.ndarray, num_labels: int, scheme: str) -> torch.Tensor | None:
-    """Cross-entropy weights n / (k * n_c) for `balanced`, None for `none`."""
+    """Cross-entropy weights n / (k * n_c) for `balanced`, proportional to 1 / sqrt(n_c) for `sqrt`, None for `none`.
+
+    Both weightings average 1 over the training examples, so the loss keeps its scale and the learning rate its meaning.
+    """
     if scheme == "none":
         return None
-    counts = np.bincount(labels, minlength=num_labels).astype(float)
-    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+    counts = np.maximum(np.bincount(labels, minlength=num_labels).astype(float), 1)
+    if scheme == "balanced":
+        return torch.tensor(len(labels) / (num_labels * counts), dtype=torch.float32)
+    if scheme == "sqrt":
+        return torch.tensor(len(labels) / (np.sqrt(counts).sum() * np.sqrt(counts)), dtype=torch.float32)
+    raise ValueError(f"class_weighting must be 'none', 'balanced' or 'sqrt', not {scheme!r}")
 
 
 @torch.inference_mode()

@@ -43,6 +43,16 @@ def test_balanced_class_weights():
     assert class_weights(np.array([0, 1]), 2, "none") is None
 
 
+def test_sqrt_class_weights_average_one_over_examples():
+    labels = np.array([0] * 9 + [1] * 4 + [2])
+    weights = class_weights(labels, 3, "sqrt")
+    assert weights.tolist() == pytest.approx([14 / 6 / 3, 14 / 6 / 2, 14 / 6])  # n / (sum sqrt(n_c) * sqrt(n_c))
+    assert float(weights[labels].mean()) == pytest.approx(1.0)
+    assert float(class_weights(labels, 3, "balanced")[labels].mean()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="class_weighting"):
+        class_weights(labels, 3, "inverse")
+
+
 def test_crop_window():
     rng = np.random.default_rng(0)
     assert crop_window("ABCDEFGH", 3, None) == "ABC"
