@@ -10,6 +10,7 @@ speed hit them alike. Prints the median tokens per second of `--rounds` rounds o
 `eager`. Defaults: the `full` profile's window and batch; `--max-residues 256 --max-tokens 4096` for longer windows.
 
     python benchmarks/attention.py [--rounds 8] [--steps 4] [--max-residues N] [--max-tokens N] [--precision P]
+                                   [--device auto|cpu|cuda]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from kn_utils.alphabet import STANDARD_RESIDUES, encode, pad_batch
 from kn_utils.attention import LEAN_EAGER
-from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision
+from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
 from kn_utils.training import adamw, autocast
 
@@ -57,6 +58,12 @@ def random_batch(max_residues: int, max_tokens: int, seed: int) -> tuple[torch.T
     return input_ids, mask, torch.as_tensor(rng.integers(0, 6, count))
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so that a timer reads the steps' end rather than their launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def main() -> None:
     """Check the control is exact, then time a training step under each kernel and print medians and ratios."""
     defaults = notebook_parameters("full", "02_finetune")
@@ -66,13 +73,14 @@ def main() -> None:
     parser.add_argument("--max-residues", type=int, default=int(defaults["max_residues"]))
     parser.add_argument("--max-tokens", type=int, default=int(defaults["max_tokens"]))
     parser.add_argument("--precision", choices=PRECISIONS, default="auto")
+    parser.add_argument("--device", default="auto", help="auto: a CUDA GPU when torch sees one, else the CPU")
     args = parser.parse_args()
     torch.manual_seed(0)
-    device = torch.device("cpu")
+    device = select_device(args.device)
     precision = resolve_precision(args.precision, device)
-    model = random_classifier(esm2_config(), 0, "eager", pooling="mean").train()
+    model = random_classifier(esm2_config(), 0, "eager", pooling="mean").to(device).train()
     optimizer = adamw(model, 2e-4, 0.01)
-    input_ids, mask, labels = random_batch(args.max_residues, args.max_tokens, 0)
+    input_ids, mask, labels = (tensor.to(device) for tensor in random_batch(args.max_residues, args.max_tokens, 0))
     tokens = int(mask.sum())
 
     def loss_under(kernel: str) -> torch.Tensor:
@@ -90,7 +98,7 @@ def main() -> None:
         return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
     exact = all(torch.equal(a, b) for a, b in zip(gradients("eager"), gradients(UNSCALED)))
-    print(f"{device_name(device)}, {torch.get_num_threads()} threads, precision {precision}; batch "
+    print(f"{device_name(device)}, {torch.get_num_threads()} CPU threads, precision {precision}; batch "
           f"{len(labels)} chains x {input_ids.shape[1]} tokens ({tokens} real)")
     print(f"{UNSCALED} equals eager bit for bit (loss and gradients): {exact}")
 
@@ -109,9 +117,11 @@ def main() -> None:
     for _ in range(args.rounds):
         for kernel in kernels:
             step(kernel)
+            synchronize(device)
             start = time.perf_counter()
             for _ in range(args.steps):
                 step(kernel)
+            synchronize(device)
             rates[kernel].append(tokens * args.steps / (time.perf_counter() - start))
     base = statistics.median(rates["eager"])
     for kernel in kernels:
