@@ -20,6 +20,9 @@ from .model import PRECISIONS, pooling_of, resolve_precision
 from .provenance import atomic_path
 
 
+CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
+
+
 @dataclass
 class TrainConfig:
     """Every knob of the fine-tuning run; stored in the checkpoint so a resume must use the same ones."""
@@ -49,6 +52,8 @@ class TrainConfig:
         """Refuse an unknown window policy or an out-of-range fraction now rather than train with a silent default."""
         if self.crop not in {"random", "first"}:
             raise ValueError(f"crop must be 'random' or 'first', not {self.crop!r}")
+        if self.class_weighting not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTINGS}, not {self.class_weighting!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
         for name in ("mask_fraction", "label_smoothing", "ema_decay"):
@@ -156,7 +161,7 @@ def class_weights(labels: np.ndarray, num_labels: int, scheme: str) -> torch.Ten
         return torch.tensor(len(labels) / (num_labels * counts), dtype=torch.float32)
     if scheme == "sqrt":
         return torch.tensor(len(labels) / (np.sqrt(counts).sum() * np.sqrt(counts)), dtype=torch.float32)
-    raise ValueError(f"class_weighting must be 'none', 'balanced' or 'sqrt', not {scheme!r}")
+    raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTINGS}, not {scheme!r}")
 
 
 @torch.inference_mode()

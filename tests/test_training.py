@@ -51,6 +51,8 @@ def test_sqrt_class_weights_average_one_over_examples():
     assert float(class_weights(labels, 3, "balanced")[labels].mean()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="class_weighting"):
         class_weights(labels, 3, "inverse")
+    with pytest.raises(ValueError, match="class_weighting"):  # refused when the config is built, before a training step
+        TrainConfig(class_weighting="inverse")
 
 
 def test_crop_window():
