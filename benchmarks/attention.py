@@ -27,7 +27,7 @@ from kn_utils.alphabet import STANDARD_RESIDUES, encode, pad_batch
 from kn_utils.attention import LEAN_EAGER
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
-from kn_utils.training import adamw, autocast
+from kn_utils.training import adamw, autocast, optimiser_step
 
 UNSCALED = "eager-unscaled"
 
@@ -103,12 +103,8 @@ def main() -> None:
     print(f"{UNSCALED} equals eager bit for bit (loss and gradients): {exact}")
 
     def step(kernel: str) -> None:
-        """One training step."""
-        loss = loss_under(kernel)
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        """One training step, as `kn_utils.training.train` takes it."""
+        optimiser_step(model, optimizer, loss_under(kernel), grad_clip=1.0)
 
     kernels = ["eager", UNSCALED, LEAN_EAGER, "sdpa"]
     rates: dict[str, list[float]] = {kernel: [] for kernel in kernels}
