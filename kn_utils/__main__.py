@@ -80,9 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import publish as publish_run, run_profile
 
     if args.command == "run":
-        import yaml
+        from .runs import read_yaml
 
-        overrides = {name: yaml.safe_load(value) for name, value in args.parameter}
+        overrides = {name: read_yaml(value) for name, value in args.parameter}
         run_profile(args.profile, args.first, args.last, args.output_dir, overrides)
         if args.publish:
             publish_run(args.profile)

@@ -1,6 +1,7 @@
 """Run the numbered notebooks in order with papermill for a profile, and publish a full run as the study's record."""
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import time
@@ -27,6 +28,32 @@ def undeclared_parameters(profile: str | os.PathLike, notebook: Path, declared: 
     return sorted(set(load_profile(profile).get(notebook.stem) or {}) - set(declared))
 
 
+def mistyped_parameters(parameters: dict, declared: dict) -> list[str]:
+    """One line per parameter whose value is not of its default's type (text for a number, a fraction for a count).
+
+    The notebook would otherwise fail deep inside a stage, or worse run on: `-p learning_rate 1e-4x` is text.
+    A default or value of None, and a default that is not a literal, accept anything; an int passes for a float.
+    """
+    problems = []
+    for name, value in parameters.items():
+        try:
+            default = ast.literal_eval(declared[name]["default"])
+        except (KeyError, ValueError, SyntaxError):
+            continue
+        if value is None or default is None:
+            continue
+        if isinstance(default, bool) or isinstance(value, bool):
+            fits = isinstance(value, bool) and isinstance(default, bool)
+        elif isinstance(default, float):
+            fits = isinstance(value, (int, float))
+        else:
+            fits = isinstance(value, type(default)) or (isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)))
+        if not fits:
+            problems.append(f"{name} = {value!r} is {type(value).__name__}, but its default {declared[name]['default']} is "
+                            f"{type(default).__name__}")
+    return problems
+
+
 def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
                 overrides: dict | None = None, log_output: bool = False) -> list[Path]:
     """Execute the notebooks of a profile in order; executed copies go to `output_dir` (default runs/<profile>/notebooks)."""
@@ -37,7 +64,7 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         os.environ[MIRROR_ENV] = str(Path(os.environ[MIRROR_ENV]).expanduser().resolve())
     output_dir = Path(output_dir) if output_dir else run_dir(profile_name) / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
-    executed = []
+    plan = []  # every stage's parameters are checked before the first one runs, not an hour into the study
     for notebook in stage_notebooks(first, last):
         declared = papermill.inspect_notebook(str(notebook))
         unknown = undeclared_parameters(profile, notebook, declared)
@@ -45,8 +72,18 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
             raise ValueError(f"{notebook.name}: profile {profile!r} sets {', '.join(unknown)}, which the notebook's parameters "
                              "cell does not declare (or papermill cannot parse its line)")
         parameters = {k: v for k, v in notebook_parameters(profile, notebook.name, overrides).items() if k in declared}
+        mistyped = mistyped_parameters(parameters, declared)
+        if mistyped:
+            raise ValueError(f"{notebook.name}, profile {profile!r}: " + "; ".join(mistyped))
         if parameters.get("mirror"):
             parameters["mirror"] = str(Path(parameters["mirror"]).expanduser().resolve())
+        plan.append((notebook, declared, parameters))
+    ignored = sorted(set(overrides or {}) - {name for _, declared, _ in plan for name in declared})
+    if ignored:
+        raise ValueError(f"-p {', '.join(ignored)}: no notebook from {plan[0][0].name if plan else first} to "
+                         f"{plan[-1][0].name if plan else last} declares it, so it would change nothing")
+    executed = []
+    for notebook, _, parameters in plan:
         started = time.perf_counter()
         print(f"[{profile_name}] {notebook.name} ...", flush=True)
         target = output_dir / notebook.name

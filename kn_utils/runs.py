@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import yaml
@@ -10,6 +11,19 @@ from .provenance import REPO_ROOT
 
 PROFILES_DIR = REPO_ROOT / "profiles"
 RUNS_ENV = "KN_RUNS_DIR"
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats: `1e-4` is a number, not the string YAML 1.1 makes of it."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
+def read_yaml(text: str):
+    """Parse a profile or a `-p` value; exponents without a decimal point (`1e-4`) read as floats."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def runs_root() -> Path:
@@ -35,7 +49,7 @@ def load_profile(profile: str | os.PathLike) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"{path}: no such profile (known: {', '.join(known)})")
-    spec = yaml.safe_load(path.read_text()) or {}
+    spec = read_yaml(path.read_text()) or {}
     base_name = spec.pop("extends", None)
     if base_name is None:
         return spec

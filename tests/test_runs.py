@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from kn_utils.report import _mlm_share
-from kn_utils.runner import run_profile, stage_notebooks, undeclared_parameters
-from kn_utils.runs import load_profile, notebook_parameters
+from kn_utils.runner import mistyped_parameters, run_profile, stage_notebooks, undeclared_parameters
+from kn_utils.runs import load_profile, notebook_parameters, read_yaml
 
 
 def test_extends_overrides_key_by_key(tmp_path):
@@ -76,6 +76,35 @@ def test_a_setting_the_notebook_does_not_declare_stops_the_run(tmp_path):
     (tmp_path / "typo.yaml").write_text("02_finetune:\n  mlm_stepz: 100\n")
     with pytest.raises(ValueError, match="02_finetune.ipynb: profile .* sets mlm_stepz"):
         run_profile(str(tmp_path / "typo.yaml"), first="02", last="02", output_dir=tmp_path / "out")
+
+
+def test_exponents_without_a_decimal_point_read_as_numbers(tmp_path):
+    """PyYAML (YAML 1.1) reads `1e-4` as text; `-p learning_rate 1e-4` then crashed inside AdamW an hour in."""
+    assert read_yaml("1e-4") == 1e-4 and read_yaml("-2E5") == -2e5 and read_yaml("[1e-3, 2]") == [1e-3, 2]
+    assert read_yaml("2048") == 2048 and isinstance(read_yaml("2048"), int) and read_yaml("1e") == "1e"
+    (tmp_path / "p.yaml").write_text("02_finetune:\n  learning_rate: 1e-4\n")
+    assert load_profile(tmp_path / "p.yaml")["02_finetune"]["learning_rate"] == 1e-4
+
+
+@pytest.mark.parametrize("profile", ["quick", "full", "full-accession"])
+def test_every_profile_setting_has_its_notebook_defaults_type(profile):
+    import papermill
+
+    for notebook in stage_notebooks():
+        declared = papermill.inspect_notebook(str(notebook))
+        parameters = {k: v for k, v in notebook_parameters(profile, notebook.name).items() if k in declared}
+        assert mistyped_parameters(parameters, declared) == [], notebook.name
+
+
+def test_a_value_of_the_wrong_type_or_a_parameter_no_notebook_declares_stops_the_run_before_it_starts(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"learning_rate = '1e-4x' is str, but its default .* is float"):
+        run_profile("quick", first="02", last="02", output_dir=out, overrides={"learning_rate": read_yaml("1e-4x")})
+    with pytest.raises(ValueError, match=r"epochs = 2.5 is float, but its default .* is int"):
+        run_profile("quick", first="02", last="02", output_dir=out, overrides={"epochs": 2.5})
+    with pytest.raises(ValueError, match=r"-p learning_rat: no notebook from 01_data.ipynb to 02_finetune.ipynb declares"):
+        run_profile("quick", last="02", output_dir=out, overrides={"learning_rat": 1e-4})
+    assert not any(out.iterdir())  # nothing ran
 
 
 def _sanitize(text: str) -> str:
