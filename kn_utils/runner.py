@@ -54,19 +54,19 @@ def mistyped_parameters(parameters: dict, declared: dict) -> list[str]:
     return problems
 
 
-def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
-                overrides: dict | None = None, log_output: bool = False) -> list[Path]:
-    """Execute the notebooks of a profile in order; executed copies go to `output_dir` (default runs/<profile>/notebooks)."""
+def stage_parameters(profile: str | os.PathLike, first: str | None = None, last: str | None = None,
+                     overrides: dict | None = None) -> list[tuple[Path, dict]]:
+    """Each notebook from `first` to `last` with the parameters papermill gets, all checked before any stage runs.
+
+    Raises ValueError for a profile setting the notebook does not declare, a value not of its default's type, and an
+    override no notebook in the range declares: found now, not an hour into the study, and never silently ignored.
+    """
     import papermill
 
-    profile_name = Path(profile).stem
-    if os.environ.get(MIRROR_ENV):  # kernels run in notebooks/: make a relative mirror path absolute first
-        os.environ[MIRROR_ENV] = str(Path(os.environ[MIRROR_ENV]).expanduser().resolve())
-    output_dir = Path(output_dir) if output_dir else run_dir(profile_name) / "notebooks"
-    output_dir.mkdir(parents=True, exist_ok=True)
-    plan = []  # every stage's parameters are checked before the first one runs, not an hour into the study
+    plan, declared_anywhere = [], set()
     for notebook in stage_notebooks(first, last):
         declared = papermill.inspect_notebook(str(notebook))
+        declared_anywhere |= set(declared)
         unknown = undeclared_parameters(profile, notebook, declared)
         if unknown:  # papermill skips a parameter line it cannot parse; a silently ignored setting is worse than an error
             raise ValueError(f"{notebook.name}: profile {profile!r} sets {', '.join(unknown)}, which the notebook's parameters "
@@ -77,13 +77,27 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
             raise ValueError(f"{notebook.name}, profile {profile!r}: " + "; ".join(mistyped))
         if parameters.get("mirror"):
             parameters["mirror"] = str(Path(parameters["mirror"]).expanduser().resolve())
-        plan.append((notebook, declared, parameters))
-    ignored = sorted(set(overrides or {}) - {name for _, declared, _ in plan for name in declared})
+        plan.append((notebook, parameters))
+    ignored = sorted(set(overrides or {}) - declared_anywhere)
     if ignored:
         raise ValueError(f"-p {', '.join(ignored)}: no notebook from {plan[0][0].name if plan else first} to "
                          f"{plan[-1][0].name if plan else last} declares it, so it would change nothing")
+    return plan
+
+
+def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
+                overrides: dict | None = None, log_output: bool = False) -> list[Path]:
+    """Execute the notebooks of a profile in order; executed copies go to `output_dir` (default runs/<profile>/notebooks)."""
+    import papermill
+
+    profile_name = Path(profile).stem
+    if os.environ.get(MIRROR_ENV):  # kernels run in notebooks/: make a relative mirror path absolute first
+        os.environ[MIRROR_ENV] = str(Path(os.environ[MIRROR_ENV]).expanduser().resolve())
+    plan = stage_parameters(profile, first, last, overrides)
+    output_dir = Path(output_dir) if output_dir else run_dir(profile_name) / "notebooks"
+    output_dir.mkdir(parents=True, exist_ok=True)
     executed = []
-    for notebook, _, parameters in plan:
+    for notebook, parameters in plan:
         started = time.perf_counter()
         print(f"[{profile_name}] {notebook.name} ...", flush=True)
         target = output_dir / notebook.name

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from kn_utils.report import _mlm_share
-from kn_utils.runner import mistyped_parameters, run_profile, stage_notebooks, undeclared_parameters
+from kn_utils.runner import mistyped_parameters, run_profile, stage_notebooks, stage_parameters, undeclared_parameters
 from kn_utils.runs import load_profile, notebook_parameters, read_yaml
 
 
@@ -90,10 +90,8 @@ def test_exponents_without_a_decimal_point_read_as_numbers(tmp_path):
 def test_every_profile_setting_has_its_notebook_defaults_type(profile):
     import papermill
 
-    for notebook in stage_notebooks():
-        declared = papermill.inspect_notebook(str(notebook))
-        parameters = {k: v for k, v in notebook_parameters(profile, notebook.name).items() if k in declared}
-        assert mistyped_parameters(parameters, declared) == [], notebook.name
+    for notebook, parameters in stage_parameters(profile):
+        assert mistyped_parameters(parameters, papermill.inspect_notebook(str(notebook))) == [], notebook.name
 
 
 def test_a_value_of_the_wrong_type_or_a_parameter_no_notebook_declares_stops_the_run_before_it_starts(tmp_path):
@@ -104,7 +102,7 @@ def test_a_value_of_the_wrong_type_or_a_parameter_no_notebook_declares_stops_the
         run_profile("quick", first="02", last="02", output_dir=out, overrides={"epochs": 2.5})
     with pytest.raises(ValueError, match=r"-p learning_rat: no notebook from 01_data.ipynb to 02_finetune.ipynb declares"):
         run_profile("quick", last="02", output_dir=out, overrides={"learning_rat": 1e-4})
-    assert not any(out.iterdir())  # nothing ran
+    assert not out.exists()  # nothing ran: not even the output folder was made
 
 
 def _sanitize(text: str) -> str:
