@@ -19,6 +19,7 @@ from transformers import EsmConfig, EsmForMaskedLM
 
 from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch
 from .attention import attention_implementation, attention_kernel
+from .kernels import fused_gelu
 from .model import resolve_precision
 from .training import (_save_checkpoint, adamw, autocast, data_fingerprint, learning_rate_at, length_batches, load_checkpoint,
                        optimiser_step)
@@ -45,6 +46,7 @@ class MLMConfig:
     seed: int = 0
     log_every: int = 100  # steps per point of the loss curve
     checkpoint_every: int = 200
+    fused_kernels: bool = True  # torch's fused GELU and AdamW, as in training.TrainConfig
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
@@ -100,7 +102,7 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     tokens = [encode(sequence, config.max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens])
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
-    optimizer = adamw(model, config.learning_rate, config.weight_decay, config.beta2)
+    optimizer = adamw(model, config.learning_rate, config.weight_decay, config.beta2, fused=config.fused_kernels)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "train_tokens": 0, "window": [0.0, 0]}
     fingerprint = data_fingerprint(sequences)
     saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "MLM", fingerprint)
@@ -114,7 +116,8 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
         _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(),
                                            "optimizer": optimizer.state_dict(), "state": state})
 
-    with attention_implementation(model, attention_kernel(precision, device)):  # the faster kernel of this precision
+    with (attention_implementation(model, attention_kernel(precision, device)),  # the faster kernel of this precision
+          fused_gelu(config.fused_kernels)):
         model.train()
         bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc="MLM warm start")
         started = time.perf_counter()

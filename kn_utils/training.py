@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .alphabet import MASK_ID, encode, pad_batch
 from .attention import attention_implementation, attention_kernel
+from .kernels import fused_gelu
 from .model import PRECISIONS, pooling_of, resolve_precision
 from .provenance import atomic_path
 
@@ -46,6 +47,7 @@ class TrainConfig:
     warm_start: str = "none"  # what the encoder started from (pretraining.MLMConfig.describe()); a resume must match
     pooling: str = "cls"  # what the classification head reads (model.pooling_of); must be the model's
     torch_compile: bool = False  # compile the training step (torch.compile, dynamic shapes): 1.2x at 256 residues on CPU
+    fused_kernels: bool = True  # torch's fused GELU and AdamW (kernels.fused_gelu, adamw): the same maths, faster
     ema_decay: float = 0.0  # > 0: keep an exponential moving average of the weights (per step) and return it as the model
 
     def __post_init__(self) -> None:
@@ -185,12 +187,17 @@ def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: i
     return logits
 
 
-def adamw(model, learning_rate: float, weight_decay: float, beta2: float = 0.999) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on biases, LayerNorm or embeddings)."""
+def adamw(model, learning_rate: float, weight_decay: float, beta2: float = 0.999, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, LayerNorm or embeddings); `fused`: torch's one-kernel
+    update of all parameters (CPU and CUDA) instead of a loop over them, the same arithmetic."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embeddings" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embeddings" not in n)]
+    fused = fused and all(p.device.type in FUSED_ADAMW_DEVICES for p in decay + no_decay)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=learning_rate, betas=(0.9, beta2))
+                             lr=learning_rate, betas=(0.9, beta2), fused=fused or None)
+
+
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 def optimiser_step(model, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:
@@ -274,7 +281,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     weights = class_weights(train_labels, model.config.num_labels, config.class_weighting)
     loss_fn = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(device),
                                         label_smoothing=config.label_smoothing)
-    optimizer = adamw(model, config.learning_rate, config.weight_decay)
+    optimizer = adamw(model, config.learning_rate, config.weight_decay, fused=config.fused_kernels)
     state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
     fingerprint = data_fingerprint(train_sequences, train_labels)
     averaged = weight_average(model, config.ema_decay)
@@ -288,7 +295,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         """Everything a killed run needs to resume: settings, data fingerprint, weights, optimiser, average, state."""
         return {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "averaged": None if averaged is None else averaged.state_dict(), "state": state}
-    with attention_implementation(model, attention_kernel(precision, device)):
+    with attention_implementation(model, attention_kernel(precision, device)), fused_gelu(config.fused_kernels):
         model.train()
         forward = CompiledForward(model) if config.torch_compile else model
         bar = tqdm(total=total_steps, initial=state["step"], disable=not progress, desc="fine-tune")
