@@ -1,12 +1,12 @@
 """Training-step throughput of ESM-2 8M under each attention kernel, in one process, against transformers' eager kernel.
 
-Kernels: `eager` (transformers' stock eager kernel, what training uses under bf16 on CPU), `eager-unscaled` (the same
-kernel without ESM's multiplication of the scores by 1.0: a control, bit for bit the stock kernel's logits and
-gradients, which the script checks before timing), `kn_eager` (the opt-in lean kernel of `kn_utils.attention`: mask
+Kernels: `eager` (transformers' stock eager kernel), `kn_eager_unscaled` (the same kernel without ESM's multiplication
+of the scores by 1.0: what training uses under bf16 on CPU, bit for bit the stock kernel's logits and gradients, which
+the script checks before timing), `kn_eager` (the opt-in lean kernel of `kn_utils.attention`: mask
 cast to the scores' dtype, so softmax runs in bf16 under autocast) and `sdpa` (torch's scaled_dot_product_attention).
 One fixed batch of random chains at the study's window and batch size, a full training step each time (forward,
-cross-entropy, backward, gradient clipping, AdamW); the kernels take turns round by round, so drifts in the machine's
-speed hit them alike. Prints the median tokens per second of `--rounds` rounds of `--steps` steps and the ratio to
+cross-entropy, backward, gradient clipping, AdamW; the fused GELU and AdamW that training uses); the kernels take
+turns round by round, so drifts in the machine's speed hit them alike. Prints the median tokens per second of `--rounds` rounds of `--steps` steps and the ratio to
 `eager`. Defaults: the `full` profile's window and batch; `--max-residues 256 --max-tokens 4096` for longer windows.
 
     python benchmarks/attention.py [--rounds 8] [--steps 4] [--max-residues N] [--max-tokens N] [--precision P]
@@ -20,34 +20,13 @@ import time
 
 import numpy as np
 import torch
-from transformers import AttentionInterface
-from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 from kn_utils.alphabet import STANDARD_RESIDUES, encode, pad_batch
-from kn_utils.attention import LEAN_EAGER
+from kn_utils.attention import LEAN_EAGER, UNSCALED_EAGER as UNSCALED
+from kn_utils.kernels import fused_gelu
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
 from kn_utils.training import adamw, autocast, optimiser_step
-
-UNSCALED = "eager-unscaled"
-
-
-def unscaled_eager_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """Transformers' eager attention minus a multiplication by a scaling of 1.0 (exact): the control for `kn_eager`."""
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3))
-    if scaling != 1.0:
-        scores = scores * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask  # float32 mask: the scores are promoted, as in the stock kernel
-    probabilities = torch.nn.functional.dropout(torch.softmax(scores, dim=-1), p=dropout, training=module.training)
-    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), probabilities
-
-
-AttentionInterface.register(UNSCALED, unscaled_eager_attention)
-AttentionMaskInterface.register(UNSCALED, eager_mask)
-
 
 def random_batch(max_residues: int, max_tokens: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch as the study's bucketing makes it: as many chains of about `max_residues` as `max_tokens` allows."""
@@ -79,7 +58,7 @@ def main() -> None:
     device = select_device(args.device)
     precision = resolve_precision(args.precision, device)
     model = random_classifier(esm2_config(), 0, "eager", pooling="mean").to(device).train()
-    optimizer = adamw(model, 2e-4, 0.01)
+    optimizer = adamw(model, 2e-4, 0.01, fused=True)
     input_ids, mask, labels = (tensor.to(device) for tensor in random_batch(args.max_residues, args.max_tokens, 0))
     tokens = int(mask.sum())
 
@@ -127,4 +106,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with fused_gelu():
+        main()

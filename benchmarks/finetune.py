@@ -2,7 +2,8 @@
 
 Ours: length-bucketed batches (no padding computed) under the study's precision (`auto`: bf16 autocast where the CPU
 or GPU computes bf16 natively, else fp32; `--precision` to force one), with the attention kernel `train` picks for it
-(`kn_utils.attention.attention_kernel`: eager under bf16 on CPU, SDPA in fp32); under bf16 also the same loop with the
+(`kn_utils.attention.attention_kernel`: the stock eager kernel's exact trim under bf16 on CPU, SDPA in fp32) and torch's
+fused GELU and AdamW (`fused_kernels`); the same loop without the fused kernels; under bf16 also the same loop with the
 opt-in lean eager kernel (`kn_eager`); then the same loop with `torch_compile=True`,
 whose first epoch pays the compilation: it is reported both over all epochs and in steady state (epochs after the
 first).

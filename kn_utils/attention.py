@@ -1,4 +1,5 @@
-"""Attention kernels: the one each precision and device trains with, and a faster eager kernel for bf16 on CPU (opt-in)."""
+"""Attention kernels: the one each precision and device runs (an exact trim of the stock eager kernel under bf16 on CPU),
+and a faster eager kernel for bf16 on CPU (opt-in)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -8,6 +9,30 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
 LEAN_EAGER = "kn_eager"
+UNSCALED_EAGER = "kn_eager_unscaled"
+
+
+def unscaled_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                             attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
+                             **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transformers' eager attention without its multiplication of the scores by a scaling of 1.0 (ESM's).
+
+    x * 1.0 is x in every dtype, so logits and gradients are the stock kernel's bit for bit (`tests/test_attention.py`;
+    `benchmarks/attention.py` checks it before timing), and the (batch, heads, length, length) scores are passed over
+    once less forward and backward. The float32 padding mask still promotes the scores, so softmax runs in float32 as
+    in the stock kernel.
+    """
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3))
+    if scaling != 1.0:
+        scores = scores * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probabilities = torch.nn.functional.softmax(scores, dim=-1)
+    probabilities = torch.nn.functional.dropout(probabilities, p=dropout, training=module.training)
+    output = torch.matmul(probabilities, value)
+    return output.transpose(1, 2).contiguous(), probabilities
 
 
 def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -39,14 +64,16 @@ def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
     return output.transpose(1, 2).contiguous(), probabilities
 
 
+AttentionInterface.register(UNSCALED_EAGER, unscaled_eager_attention)
+AttentionMaskInterface.register(UNSCALED_EAGER, eager_mask)
 AttentionInterface.register(LEAN_EAGER, lean_eager_attention)
 AttentionMaskInterface.register(LEAN_EAGER, eager_mask)  # the same additive padding mask the stock eager kernel gets
 
 
 def attention_kernel(precision: str, device: torch.device | str = "cpu") -> str:
     """The attention kernel a resolved precision and device run: SDPA in fp32 and on GPUs (fused kernels), the stock
-    eager kernel under bf16 on CPU (SDPA's bf16 path there is several times slower)."""
-    return "sdpa" if precision == "fp32" or torch.device(device).type != "cpu" else "eager"
+    eager kernel's exact trim `kn_eager_unscaled` under bf16 on CPU (SDPA's bf16 path there is several times slower)."""
+    return "sdpa" if precision == "fp32" or torch.device(device).type != "cpu" else UNSCALED_EAGER
 
 
 @contextmanager

@@ -101,6 +101,7 @@ def select_device(preferred: str = "auto") -> torch.device:
 
 PRECISIONS = ("auto", "bf16", "fp32")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16", "bf16", "sve_bf16")  # x86 AMX / AVX-512, ARM (torch.cpu.get_capabilities)
+BF16_UNITS = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"), ("sve_bf16", "SVE-BF16"), ("bf16", "BF16"))
 
 
 def native_bf16(device: torch.device | str) -> bool:
@@ -131,14 +132,16 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 
 
 def device_name(device: torch.device | str) -> str:
-    """The device in words, for result files and notebooks: the GPU's name, or the CPU's with its vector ISA."""
+    """The device in words, for result files and notebooks: the GPU's name, or the CPU's with its vector ISA and its
+    strongest native bf16 unit, if any (e.g. `Intel Xeon (AVX512, AMX-BF16)`): the two set its training speed."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type != "cpu":
         return device.type
     capabilities = torch.cpu.get_capabilities()
-    return f"{capabilities.get('cpu_name') or 'CPU'} ({torch.backends.cpu.get_cpu_capability()})"
+    bf16 = next((label for flag, label in BF16_UNITS if capabilities.get(flag)), None)  # the strongest bf16 unit
+    return f"{capabilities.get('cpu_name') or 'CPU'} ({torch.backends.cpu.get_cpu_capability()}{f', {bf16}' if bf16 else ''})"
 
 
 def esm2_config(num_labels: int = 6, **overrides) -> EsmConfig:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from kn_utils.alphabet import encode, pad_batch
-from kn_utils.attention import LEAN_EAGER, attention_implementation, attention_kernel
+from kn_utils.attention import LEAN_EAGER, UNSCALED_EAGER, attention_implementation, attention_kernel
 from kn_utils.model import random_classifier
 from kn_utils.pretraining import MLMConfig, masked_lm, pretrain_mlm
 
@@ -38,6 +38,21 @@ def test_lean_kernel_matches_the_stock_eager_kernel(tiny_config, precision):
     else:
         assert torch.allclose(lean_logits, stock_logits, atol=0.02)
         assert (lean_gradients - stock_gradients).norm() < 0.05 * stock_gradients.norm()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_unscaled_kernel_is_the_stock_eager_kernel_bit_for_bit(tiny_config, precision):
+    """The default kernel under bf16 on CPU: the stock eager kernel's logits and gradients exactly, padding included."""
+    tiny_config.num_labels = 3
+    model = random_classifier(tiny_config, 0, "eager", pooling="mean").train()
+    stock_logits, stock_gradients = logits_and_gradients(model, precision)
+    with attention_implementation(model, UNSCALED_EAGER):
+        logits, gradients = logits_and_gradients(model, precision)
+        with torch.no_grad():
+            input_ids, mask = pad_batch([encode(sequence, 64) for sequence in SEQUENCES])
+            unmasked = model(input_ids=input_ids, attention_mask=torch.ones_like(mask)).logits
+    assert torch.equal(logits, stock_logits) and torch.equal(gradients, stock_gradients)
+    assert not torch.allclose(unmasked.float(), stock_logits, atol=1e-4)  # the padding mask did reach the kernel
 
 
 def test_lean_kernel_ignores_padding(tiny_config):

@@ -11,7 +11,7 @@ import torch
 from kn_utils import model as esm, provenance
 from kn_utils.metrics import classification_metrics
 from kn_utils.model import random_classifier, resolve_precision
-from kn_utils.attention import attention_kernel
+from kn_utils.attention import UNSCALED_EAGER, attention_kernel
 from kn_utils.training import TrainConfig, train
 
 
@@ -74,10 +74,12 @@ def test_result_files_name_the_device_and_its_bf16_support(cpu_flags):
     cpu_flags(avx2=True)
     record = provenance.provenance({"precision": "fp32"}, device="cpu")
     assert record["device_name"].startswith("Test CPU (") and record["native_bf16"] is False
-    assert esm.native_bf16("cpu") is False
+    assert esm.native_bf16("cpu") is False and "BF16" not in record["device_name"]
+    cpu_flags(avx512_bf16=True, amx_bf16=True)
+    assert esm.device_name("cpu").endswith(", AMX-BF16)") and esm.native_bf16("cpu") is True
 
 
-@pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", "eager")])
+@pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", UNSCALED_EAGER)])
 def test_training_uses_the_attention_kernel_of_its_precision(tiny_config, toy_task, tmp_path, precision, kernel):
     """SDPA in fp32, the stock eager kernel under bf16 (the faster on CPU of those two); the caller's comes back."""
     sequences, labels = toy_task
@@ -99,4 +101,4 @@ def test_training_uses_the_attention_kernel_of_its_precision(tiny_config, toy_ta
 def test_gpus_keep_sdpa_in_both_precisions():
     """On CUDA the fused SDPA kernels serve bf16 too; eager attention under bf16 is a CPU choice."""
     assert attention_kernel("bf16", "cuda") == attention_kernel("fp32", torch.device("cuda:0")) == "sdpa"
-    assert attention_kernel("bf16", "cpu") == "eager" and attention_kernel("fp32", "cpu") == "sdpa"
+    assert attention_kernel("bf16", "cpu") == UNSCALED_EAGER and attention_kernel("fp32", "cpu") == "sdpa"
