@@ -6,8 +6,8 @@ the script checks before timing), `kn_eager` (the opt-in lean kernel of `kn_util
 cast to the scores' dtype, so softmax runs in bf16 under autocast) and `sdpa` (torch's scaled_dot_product_attention).
 One fixed batch of random chains at the study's window and batch size, a full training step each time (forward,
 cross-entropy, backward, gradient clipping, AdamW; the fused GELU and AdamW that training uses); the kernels take
-turns round by round, so drifts in the machine's speed hit them alike. Prints the median tokens per second of `--rounds` rounds of `--steps` steps and the ratio to
-`eager`. Defaults: the `full` profile's window and batch; `--max-residues 256 --max-tokens 4096` for longer windows.
+turns round by round, so drifts in the machine's speed hit them alike. Prints the median tokens per second of
+`--rounds` rounds of `--steps` steps and the ratio to `eager`. Defaults: the `full` profile's window and batch; `--max-residues 256 --max-tokens 4096` for longer windows.
 
     python benchmarks/attention.py [--rounds 8] [--steps 4] [--max-residues N] [--max-tokens N] [--precision P]
                                    [--device auto|cpu|cuda]
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from kn_utils.alphabet import STANDARD_RESIDUES, encode, pad_batch
-from kn_utils.attention import LEAN_EAGER, UNSCALED_EAGER as UNSCALED
+from kn_utils.attention import LEAN_EAGER, UNSCALED_EAGER
 from kn_utils.kernels import fused_gelu
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
@@ -76,16 +76,16 @@ def main() -> None:
         loss.backward()
         return [loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
-    exact = all(torch.equal(a, b) for a, b in zip(gradients("eager"), gradients(UNSCALED)))
+    exact = all(torch.equal(a, b) for a, b in zip(gradients("eager"), gradients(UNSCALED_EAGER)))
     print(f"{device_name(device)}, {torch.get_num_threads()} CPU threads, precision {precision}; batch "
           f"{len(labels)} chains x {input_ids.shape[1]} tokens ({tokens} real)")
-    print(f"{UNSCALED} equals eager bit for bit (loss and gradients): {exact}")
+    print(f"{UNSCALED_EAGER} equals eager bit for bit (loss and gradients): {exact}")
 
     def step(kernel: str) -> None:
         """One training step, as `kn_utils.training.train` takes it."""
         optimiser_step(model, optimizer, loss_under(kernel), grad_clip=1.0)
 
-    kernels = ["eager", UNSCALED, LEAN_EAGER, "sdpa"]
+    kernels = ["eager", UNSCALED_EAGER, LEAN_EAGER, "sdpa"]
     rates: dict[str, list[float]] = {kernel: [] for kernel in kernels}
     for kernel in kernels:  # first calls allocate and pick algorithms
         step(kernel)
@@ -101,7 +101,7 @@ def main() -> None:
     base = statistics.median(rates["eager"])
     for kernel in kernels:
         median = statistics.median(rates[kernel])
-        print(f"{kernel:15s} {median:8,.0f} tokens/s  {median / base:5.2f}x eager   "
+        print(f"{kernel:17s} {median:8,.0f} tokens/s  {median / base:5.2f}x eager   "
               f"rounds {[round(rate) for rate in rates[kernel]]}")
 
 

@@ -12,6 +12,26 @@ LEAN_EAGER = "kn_eager"
 UNSCALED_EAGER = "kn_eager_unscaled"
 
 
+def trimmed_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                            attention_mask: torch.Tensor | None, scaling: float | None, dropout: float,
+                            mask_in_scores_dtype: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Transformers' eager attention less a multiplication by a scaling of 1.0 (ESM scales the query before its rotary
+    embedding and passes 1.0 here); with `mask_in_scores_dtype` the padding mask is cast to the scores' dtype first."""
+    if scaling is None:
+        scaling = query.size(-1) ** -0.5
+    scores = torch.matmul(query, key.transpose(2, 3))
+    if scaling != 1.0:
+        scores = scores * scaling
+    if attention_mask is not None:
+        if mask_in_scores_dtype:
+            attention_mask = attention_mask.clamp(min=torch.finfo(scores.dtype).min).to(scores.dtype)
+        scores = scores + attention_mask
+    probabilities = torch.nn.functional.softmax(scores, dim=-1)
+    probabilities = torch.nn.functional.dropout(probabilities, p=dropout, training=module.training)
+    output = torch.matmul(probabilities.to(value.dtype), value)
+    return output.transpose(1, 2).contiguous(), probabilities
+
+
 def unscaled_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                              attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0,
                              **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -22,17 +42,8 @@ def unscaled_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: 
     once less forward and backward. The float32 padding mask still promotes the scores, so softmax runs in float32 as
     in the stock kernel.
     """
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3))
-    if scaling != 1.0:
-        scores = scores * scaling
-    if attention_mask is not None:
-        scores = scores + attention_mask
-    probabilities = torch.nn.functional.softmax(scores, dim=-1)
-    probabilities = torch.nn.functional.dropout(probabilities, p=dropout, training=module.training)
-    output = torch.matmul(probabilities, value)
-    return output.transpose(1, 2).contiguous(), probabilities
+    return trimmed_eager_attention(module, query, key, value, attention_mask, scaling, dropout,
+                                   mask_in_scores_dtype=False)
 
 
 def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -40,9 +51,10 @@ def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
                          **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
     """Transformers' eager attention with scores and probabilities kept in the inputs' dtype (bf16 under autocast).
 
-    Not the default: training trains with the stock kernel (`attention_kernel`); pass `attn_implementation="kn_eager"`
-    to opt in. Two full fine-tuning runs with it scored below three seeds with the stock kernel, by less than the test
-    set's sampling error (README, Attention kernel), so the record's kernel stays the default.
+    Not the default: training keeps the stock kernel's arithmetic (`attention_kernel`); pass
+    `attn_implementation="kn_eager"` to opt in. Two full fine-tuning runs with it scored below three seeds with the
+    stock kernel, by less than the test set's sampling error (README, Attention kernel), so the record's arithmetic
+    stays the default.
 
     The stock kernel adds its float32 padding mask to the bf16 scores, so softmax and its backward run over float32
     copies of the (batch, heads, length, length) scores, and it multiplies them by ESM's scaling of 1.0. Here the
@@ -50,18 +62,8 @@ def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
     kernel's to bf16 rounding (the probabilities reach the value matmul in bf16 either way), and a bf16 training step
     of ESM-2 8M is faster on CPU (README, Attention kernel). In float32 it computes exactly what the stock kernel does.
     """
-    if scaling is None:
-        scaling = query.size(-1) ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3))
-    if scaling != 1.0:  # ESM scales the query before its rotary embedding and passes 1.0 here
-        scores = scores * scaling
-    if attention_mask is not None:
-        floor = torch.finfo(scores.dtype).min
-        scores = scores + attention_mask.clamp(min=floor).to(scores.dtype)
-    probabilities = torch.softmax(scores, dim=-1)
-    probabilities = torch.nn.functional.dropout(probabilities, p=dropout, training=module.training)
-    output = torch.matmul(probabilities.to(value.dtype), value)
-    return output.transpose(1, 2).contiguous(), probabilities
+    return trimmed_eager_attention(module, query, key, value, attention_mask, scaling, dropout,
+                                   mask_in_scores_dtype=True)
 
 
 AttentionInterface.register(UNSCALED_EAGER, unscaled_eager_attention)

@@ -187,6 +187,9 @@ def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: i
     return logits
 
 
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW for the study's float32 weights
+
+
 def adamw(model, learning_rate: float, weight_decay: float, beta2: float = 0.999, fused: bool = False) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on biases, LayerNorm or embeddings); `fused`: torch's one-kernel
     update of all parameters (CPU and CUDA) instead of a loop over them, the same arithmetic."""
@@ -195,9 +198,6 @@ def adamw(model, learning_rate: float, weight_decay: float, beta2: float = 0.999
     fused = fused and all(p.device.type in FUSED_ADAMW_DEVICES for p in decay + no_decay)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                              lr=learning_rate, betas=(0.9, beta2), fused=fused or None)
-
-
-FUSED_ADAMW_DEVICES = ("cpu", "cuda")
 
 
 def optimiser_step(model, optimizer: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 import transformers.models.esm.modeling_esm as modeling_esm
 
+from kn_utils.alphabet import encode, pad_batch
 from kn_utils.kernels import fused_gelu
 from kn_utils.model import random_classifier
 from kn_utils.pretraining import MLMConfig, masked_lm, pretrain_mlm
@@ -50,25 +51,18 @@ def test_fused_gelu_restores_transformers_gelu_after_an_error_and_when_disabled(
 
 def test_fused_adamw_takes_the_same_steps_as_the_loop(tiny_config):
     """Three optimiser steps with the fused update leave the weights where the per-parameter loop leaves them."""
+    input_ids, mask = pad_batch([encode(sequence, 64) for sequence in SEQUENCES])
     weights = []
     for fused in (False, True):
         model = random_classifier(tiny_config, 0, "eager", pooling="mean").train()
         optimizer = adamw(model, 1e-2, 0.01, fused=fused)
         assert bool(optimizer.defaults["fused"]) == fused
         for _ in range(3):
-            model.zero_grad()
-            logits = model(**dict(zip(("input_ids", "attention_mask"), _batch()))).logits
+            logits = model(input_ids=input_ids, attention_mask=mask).logits
             optimiser_step(model, optimizer, torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1, 2])), 1.0)
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     initial = torch.cat([p.detach().flatten() for p in random_classifier(tiny_config, 0, "eager").parameters()])
     assert torch.allclose(weights[0], weights[1], atol=1e-6) and not torch.allclose(weights[0], initial, atol=1e-4)
-
-
-def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    """The padded test batch of SEQUENCES."""
-    from kn_utils.alphabet import encode, pad_batch
-
-    return pad_batch([encode(sequence, 64) for sequence in SEQUENCES])
 
 
 def test_training_loops_use_the_fused_kernels_only_while_they_run(tiny_config, tmp_path, monkeypatch):

@@ -81,7 +81,7 @@ def test_result_files_name_the_device_and_its_bf16_support(cpu_flags):
 
 @pytest.mark.parametrize("precision, kernel", [("fp32", "sdpa"), ("bf16", UNSCALED_EAGER)])
 def test_training_uses_the_attention_kernel_of_its_precision(tiny_config, toy_task, tmp_path, precision, kernel):
-    """SDPA in fp32, the stock eager kernel under bf16 (the faster on CPU of those two); the caller's comes back."""
+    """SDPA in fp32, the stock eager kernel's exact trim under bf16 (the faster on CPU); the caller's comes back."""
     sequences, labels = toy_task
     tiny_config.num_labels = 3
     model = random_classifier(tiny_config, 0, "kn_eager")
