@@ -10,11 +10,14 @@ first).
 Baseline: the stock recipe, fixed-length batches padded to `max_residues`, the library's default attention
 (SDPA) in fp32. Both train the same ESM-2 8M architecture on the same sequences with AdamW; throughput
 counts real (non-padding) tokens per second. Prints the median of `--repeats` runs of each and the ratio.
+Both run on the device `--device` names (auto: a CUDA GPU when torch sees one, else the CPU); `--no-compile` skips
+the compiled runs, which on a GPU recompile for every new batch shape.
 
 Defaults: the `full` profile's fine-tuning window and batch (`max_residues`, `max_tokens`), so the ratio is the
 study's; `--max-residues 256 --max-tokens 4096` measures longer windows, where attention weighs more.
 
     python benchmarks/finetune.py [--sequences 256] [--repeats 3] [--epochs 3] [--max-residues N] [--max-tokens N]
+                                   [--device auto|cpu|cuda] [--no-compile]
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import torch
 
 from kn_utils.alphabet import encode, pad_batch
 from kn_utils.attention import LEAN_EAGER
-from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision
+from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
 import kn_utils.training
 from kn_utils.training import TrainConfig, train
@@ -54,13 +57,13 @@ def benchmark_sequences(count: int, seed: int) -> tuple[list[str], np.ndarray]:
 
 def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens: int, epochs: int = 1,
          torch_compile: bool = False, precision: str = "auto", kernel: str | None = None,
-         fused_kernels: bool = True) -> tuple[float, float]:
+         fused_kernels: bool = True, device: torch.device = torch.device("cpu")) -> tuple[float, float]:
     """Real tokens per second of `kn_utils.training.train`: over all `epochs`, and over the epochs after the first.
 
     `kernel` forces an attention implementation in place of the one `train` picks for the precision;
     `fused_kernels=False` trains with transformers' GELU and the per-parameter AdamW loop (the loop before fusion).
     """
-    model = random_classifier(esm2_config(), 0, "eager")
+    model = random_classifier(esm2_config(), 0, "eager").to(device)
     config = TrainConfig(epochs=epochs, max_residues=max_residues, max_tokens=max_tokens, warmup_steps=10,
                          checkpoint_every=10**9, torch_compile=torch_compile, precision=precision,
                          fused_kernels=fused_kernels)
@@ -73,9 +76,10 @@ def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens
     return outcome["train_tokens"] / outcome["train_seconds"], steady
 
 
-def baseline(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens: int) -> float:
+def baseline(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens: int,
+             device: torch.device = torch.device("cpu")) -> float:
     """Real tokens per second of a plain loop: fixed-length padded batches, default attention, fp32."""
-    model = random_classifier(esm2_config(), 0, "sdpa")
+    model = random_classifier(esm2_config(), 0, "sdpa").to(device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.01)
     width = max_residues + 2
@@ -86,12 +90,14 @@ def baseline(sequences: list[str], labels: np.ndarray, max_residues: int, max_to
         batch = tokens[start : start + batch_size]
         input_ids, mask = pad_batch(batch + [[0] * width])  # pad every batch to the fixed width
         input_ids, mask = input_ids[:-1], mask[:-1]
-        loss = torch.nn.functional.cross_entropy(model(input_ids=input_ids, attention_mask=mask).logits,
-                                                 torch.as_tensor(labels[start : start + batch_size]))
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        loss = torch.nn.functional.cross_entropy(logits, torch.as_tensor(labels[start : start + batch_size], device=device))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         real += int(mask.sum())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     return real / (time.perf_counter() - started)
 
 
@@ -106,13 +112,17 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=study["max_tokens"], help="padded tokens per batch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run of our loops (the baseline runs one)")
     parser.add_argument("--precision", choices=PRECISIONS, default=study["precision"],
-                        help="our loops' autocast (auto: bf16 only where the CPU computes it natively)")
+                        help="our loops' autocast (auto: bf16 only where the device computes it natively)")
+    parser.add_argument("--device", default="auto", help="auto: a CUDA GPU when torch sees one, else the CPU")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile runs (on a GPU each new batch shape recompiles for minutes)")
     args = parser.parse_args()
-    precision = resolve_precision(args.precision, "cpu")
+    device = select_device(args.device)
+    precision = resolve_precision(args.precision, device)
     sequences, labels = benchmark_sequences(args.sequences, 0)
     print(f"{len(sequences)} sequences, {sum(min(len(s), args.max_residues) + 2 for s in sequences):,} real tokens per epoch, "
           f"max_residues {args.max_residues}, {args.max_tokens} tokens per batch, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {device_name('cpu')}, our precision {precision}")
+          f"{torch.get_num_threads()} threads, {device_name(device)}, our precision {precision}")
     labels_of = {"baseline": "baseline (padded, default attention, fp32)",
                  "ours": f"ours (length-bucketed, {precision})",
                  "unfused": "ours without the fused GELU and AdamW",
@@ -121,19 +131,23 @@ def main() -> None:
                  "compiled_all": "ours + torch.compile, compilation included"}
     if precision != "bf16":  # the lean kernel differs from the stock one only under bf16
         del labels_of["lean_kernel"]
+    if args.no_compile:
+        del labels_of["compiled"], labels_of["compiled_all"]
     results: dict[str, list[float]] = {name: [] for name in labels_of}
     for repeat in range(args.repeats):
-        results["baseline"].append(baseline(sequences, labels, args.max_residues, args.max_tokens))
-        results["ours"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, precision=precision)[0])
+        results["baseline"].append(baseline(sequences, labels, args.max_residues, args.max_tokens, device))
+        results["ours"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, precision=precision,
+                                    device=device)[0])
         results["unfused"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs,
-                                       precision=precision, fused_kernels=False)[0])
+                                       precision=precision, fused_kernels=False, device=device)[0])
         if "lean_kernel" in results:
             results["lean_kernel"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs,
-                                               precision=precision, kernel=LEAN_EAGER)[0])
-        every, steady = ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, torch_compile=True,
-                               precision=precision)
-        results["compiled"].append(steady)
-        results["compiled_all"].append(every)
+                                               precision=precision, kernel=LEAN_EAGER, device=device)[0])
+        if not args.no_compile:
+            every, steady = ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, torch_compile=True,
+                                 precision=precision, device=device)
+            results["compiled"].append(steady)
+            results["compiled_all"].append(every)
         print(f"  run {repeat + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items())
               + " tokens/s", flush=True)
     medians = {name: statistics.median(values) for name, values in results.items()}
