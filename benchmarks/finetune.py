@@ -25,6 +25,7 @@ import argparse
 import os
 import statistics
 from contextlib import nullcontext
+from functools import partial
 import tempfile
 import time
 from unittest import mock
@@ -134,18 +135,16 @@ def main() -> None:
     if args.no_compile:
         del labels_of["compiled"], labels_of["compiled_all"]
     results: dict[str, list[float]] = {name: [] for name in labels_of}
+    ours_here = partial(ours, sequences, labels, args.max_residues, args.max_tokens, args.epochs, precision=precision,
+                        device=device)
     for repeat in range(args.repeats):
         results["baseline"].append(baseline(sequences, labels, args.max_residues, args.max_tokens, device))
-        results["ours"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, precision=precision,
-                                    device=device)[0])
-        results["unfused"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs,
-                                       precision=precision, fused_kernels=False, device=device)[0])
+        results["ours"].append(ours_here()[0])
+        results["unfused"].append(ours_here(fused_kernels=False)[0])
         if "lean_kernel" in results:
-            results["lean_kernel"].append(ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs,
-                                               precision=precision, kernel=LEAN_EAGER, device=device)[0])
-        if not args.no_compile:
-            every, steady = ours(sequences, labels, args.max_residues, args.max_tokens, args.epochs, torch_compile=True,
-                                 precision=precision, device=device)
+            results["lean_kernel"].append(ours_here(kernel=LEAN_EAGER)[0])
+        if "compiled" in results:
+            every, steady = ours_here(torch_compile=True)
             results["compiled"].append(steady)
             results["compiled_all"].append(every)
         print(f"  run {repeat + 1}: " + ", ".join(f"{name} {values[-1]:.0f}" for name, values in results.items())
