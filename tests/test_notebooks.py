@@ -13,8 +13,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
+from kn_utils.model import select_device
 from kn_utils.runner import run_profile, stage_notebooks
 from kn_utils.runs import run_dir
 
@@ -103,7 +103,7 @@ def test_every_result_records_its_provenance(results):
         assert provenance["packages"]["torch"] == metadata.version("torch"), stage  # the installed build, CPU or CUDA
         assert "git_commit" in provenance and provenance["created"], stage
     finetune = results["finetune"]["provenance"]
-    assert finetune["model"]["init"] == "random" and finetune["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert finetune["model"]["init"] == "random" and finetune["device"] == str(select_device("auto"))
     assert finetune["inputs"]["dataset_sha256"] == results["data"]["provenance"]["inputs"]["dataset_sha256"]
 
 
