@@ -22,6 +22,8 @@ from .provenance import atomic_path
 
 
 CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
+MAX_START_SHIFT = 20  # residues a chain's start moves at most (shift_start)
+SHIFT_MIN_RESIDUES = 30  # a chain is never cut below this many residues (the dataset's shortest)
 
 
 @dataclass
@@ -40,6 +42,7 @@ class TrainConfig:
     class_weighting: str = "none"  # none | balanced | sqrt: cross-entropy weights inverse to class frequency (or its root)
     label_smoothing: float = 0.0  # share of each target spread over all classes (torch's CrossEntropyLoss)
     mask_fraction: float = 0.0  # training residues hidden behind <mask>, drawn afresh each epoch (augmentation)
+    start_shift: float = 0.0  # > 0: half the chains start elsewhere each epoch, by a geometric shift of this mean (shift_start)
     grad_clip: float = 1.0
     precision: str = "auto"  # bf16 | fp32 autocast of the forward pass; auto: bf16 where the device has it natively
     seed: int = 0
@@ -61,6 +64,8 @@ class TrainConfig:
         for name in ("mask_fraction", "label_smoothing", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)!r}")
+        if not 0.0 <= self.start_shift <= MAX_START_SHIFT:
+            raise ValueError(f"start_shift must be in [0, {MAX_START_SHIFT}] residues, not {self.start_shift!r}")
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
@@ -125,6 +130,33 @@ def crop_window(sequence: str, max_residues: int, rng: np.random.Generator | Non
         return sequence
     start = int(rng.integers(0, len(sequence) - max_residues + 1)) if rng is not None else 0
     return sequence[start : start + max_residues]
+
+
+def residue_background(sequences: list[str]) -> tuple[list[str], np.ndarray]:
+    """The residues of `sequences` and their frequencies, for residues put before a chain (shift_start)."""
+    counts: dict[str, int] = {}
+    for sequence in sequences:
+        for residue in set(sequence):
+            counts[residue] = counts.get(residue, 0) + sequence.count(residue)
+    residues = sorted(counts)
+    frequencies = np.array([counts[residue] for residue in residues], dtype=float)
+    return residues, frequencies / frequencies.sum()
+
+
+def shift_start(sequence: str, mean: float, rng: np.random.Generator, background: tuple[str, np.ndarray]) -> str:
+    """With probability 1/2, move the chain's start by a geometric number of residues (mean `mean`, at most
+    MAX_START_SHIFT): drop them, or put residues drawn from `background` before it, with equal odds.
+
+    Constructs of one protein start a few residues apart (a tag, a Met, a domain boundary); half the test chains
+    with a near copy in training start elsewhere than it, and a model trained on fixed first windows misses them.
+    """
+    if mean == 0.0 or rng.random() >= 0.5:
+        return sequence
+    size = min(int(rng.geometric(1.0 / mean)), MAX_START_SHIFT)
+    if rng.random() < 0.5:
+        return sequence[size:] if len(sequence) - size >= SHIFT_MIN_RESIDUES else sequence
+    residues, frequencies = background
+    return "".join(rng.choice(residues, size, p=frequencies)) + sequence
 
 
 def mask_residues(tokens: list[list[int]], fraction: float, rng: np.random.Generator) -> list[list[int]]:
@@ -276,6 +308,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     precision = resolve_precision(config.precision, device)
     checkpoint_path = Path(checkpoint_dir) / "last.pt"
     lengths = np.array([min(len(s), config.max_residues) + 2 for s in train_sequences])
+    background = residue_background(train_sequences)
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
     total_steps = steps_per_epoch * config.epochs
     weights = class_weights(train_labels, model.config.num_labels, config.class_weighting)
@@ -302,9 +335,11 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         while state["step"] < total_steps:
             epoch, offset = divmod(state["step"], steps_per_epoch)
             epoch_rng = np.random.default_rng([config.seed, epoch])
-            crops = [crop_window(s, config.max_residues, epoch_rng if config.crop == "random" else None) for s in train_sequences]
+            shift_rng = np.random.default_rng([config.seed, epoch, 2])
+            crops = [crop_window(shift_start(s, config.start_shift, shift_rng, background), config.max_residues,
+                                 epoch_rng if config.crop == "random" else None) for s in train_sequences]
             tokens = mask_residues([encode(s) for s in crops], config.mask_fraction, np.random.default_rng([config.seed, epoch, 1]))
-            batches = length_batches(np.array([len(t) for t in tokens]), config.max_tokens, epoch_rng)
+            batches = length_batches(lengths, config.max_tokens, epoch_rng)  # unshifted: every epoch has steps_per_epoch
             torch.manual_seed(config.seed * 100_003 + epoch)
             started, epoch_loss, epoch_examples = time.perf_counter(), 0.0, 0
             for batch in batches[offset:]:

@@ -9,8 +9,9 @@ from kn_utils import training
 from kn_utils.metrics import classification_metrics, majority_baseline
 from kn_utils.model import random_classifier
 from kn_utils.alphabet import CLS_ID, EOS_ID, MASK_ID, encode
-from kn_utils.training import (TrainConfig, class_weights, crop_window, learning_rate_at, length_batches, mask_residues,
-                               predict_logits, train)
+from kn_utils.training import (MAX_START_SHIFT, SHIFT_MIN_RESIDUES, TrainConfig, class_weights, crop_window,
+                               learning_rate_at, length_batches, mask_residues, predict_logits, residue_background,
+                               shift_start, train)
 
 
 def test_length_batches_cover_every_index_once_within_the_token_budget():
@@ -246,18 +247,19 @@ def test_mask_residues_hides_residues_but_never_the_boundaries():
         TrainConfig(mask_fraction=1.0)
 
 
-def test_masked_training_still_learns_and_resumes_identically(tiny_config, toy_task, tmp_path):
+@pytest.mark.parametrize("augmentation", [{"mask_fraction": 0.15}, {"start_shift": 4.0}])
+def test_augmented_training_still_learns_and_resumes_identically(augmentation, tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
     tiny_config.num_labels = 3
     model = random_classifier(tiny_config, 0, "eager")
     before = classification_metrics(predict_logits(model, sequences, 40), labels)["accuracy"]
-    outcome = train(model, sequences, labels, sequences, labels, _config(mask_fraction=0.15), tmp_path / "a",
+    outcome = train(model, sequences, labels, sequences, labels, _config(**augmentation), tmp_path / "a",
                     classification_metrics, progress=False)
     assert outcome["history"][-1]["accuracy"] > max(before, majority_baseline(labels, labels)) + 0.2
     killed = random_classifier(tiny_config, 0, "eager")
-    train(killed, sequences, labels, sequences, labels, _config(mask_fraction=0.15), tmp_path / "b", progress=False,
+    train(killed, sequences, labels, sequences, labels, _config(**augmentation), tmp_path / "b", progress=False,
           stop_after_steps=7)
-    train(killed, sequences, labels, sequences, labels, _config(mask_fraction=0.15), tmp_path / "b", progress=False)
+    train(killed, sequences, labels, sequences, labels, _config(**augmentation), tmp_path / "b", progress=False)
     for name, weight in model.state_dict().items():
         torch.testing.assert_close(killed.state_dict()[name], weight)
 
@@ -291,3 +293,38 @@ def test_the_weight_average_is_an_exponential_moving_average_of_the_steps_and_le
     record = outcome["history"][-1]
     assert record["accuracy"] == classification_metrics(predict_logits(averaged, sequences, 40), labels)["accuracy"]
     assert {"live_accuracy", "live_macro_f1"} <= record.keys()
+
+
+def test_shift_start_drops_or_prepends_a_few_residues_for_half_the_chains():
+    chain = "ACDEFGHIKLMNPQRSTVWY" * 5
+    background = residue_background(["GGGA", "AG"])
+    assert background[0] == ["A", "G"] and background[1].tolist() == pytest.approx([2 / 6, 4 / 6])
+    rng = np.random.default_rng(0)
+    shifted = [shift_start(chain, 4.0, rng, background) for _ in range(2000)]
+    dropped = [s for s in shifted if len(s) < len(chain)]
+    prepended = [s for s in shifted if len(s) > len(chain)]
+    assert 900 < shifted.count(chain) < 1100 and 400 < len(dropped) < 600 and 400 < len(prepended) < 600
+    assert all(chain.endswith(s) for s in dropped)  # the first residues cut, nothing else touched
+    assert all(s.endswith(chain) and set(s[: len(s) - len(chain)]) <= {"A", "G"} for s in prepended)
+    sizes = [abs(len(s) - len(chain)) for s in dropped + prepended]
+    assert 1 <= min(sizes) and max(sizes) <= MAX_START_SHIFT and 3.5 < np.mean(sizes) < 4.5  # geometric, mean 4
+    short = "W" * SHIFT_MIN_RESIDUES
+    assert all(len(shift_start(short, 4.0, rng, background)) >= SHIFT_MIN_RESIDUES for _ in range(200))
+    state = rng.bit_generator.state
+    assert shift_start(chain, 0.0, rng, background) is chain and rng.bit_generator.state == state  # off: draws nothing
+
+
+def test_shifted_starts_keep_the_epochs_batches(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task  # 16 to 34 residues: a shift changes their lengths, the batches must not change
+    model = random_classifier(tiny_config, 0, "eager")
+    outcome = train(model, sequences, labels, sequences, labels, _config(epochs=3, max_tokens=72, start_shift=10.0),
+                    tmp_path, progress=False)
+    plain = length_batches(np.array([len(s) + 2 for s in sequences]), 72, np.random.default_rng(0))
+    assert outcome["steps_per_epoch"] == len(plain)
+    assert [record["step"] for record in outcome["history"]] == [len(plain), 2 * len(plain), 3 * len(plain)]
+
+
+@pytest.mark.parametrize("value", [-1.0, MAX_START_SHIFT + 1])
+def test_an_out_of_range_start_shift_is_refused_before_training(value):
+    with pytest.raises(ValueError, match="start_shift must be in"):
+        TrainConfig(start_shift=value)
