@@ -1,6 +1,9 @@
 """The ESM-2 vocabulary, residue validation and tokenisation of protein sequences."""
 from __future__ import annotations
 
+from collections import Counter
+
+import numpy as np
 import torch
 
 # ESM-2 vocabulary in token-id order (fair-esm `Alphabet.from_architecture("ESM-1b")`).
@@ -50,6 +53,14 @@ def validate_sequence(record: str, raw: str, source: str = "", max_length: int |
         where = f"{source}: " if source else ""
         raise SequenceError(f"{where}record {record!r}: {problem}")
     return sequence
+
+
+def residue_frequencies(sequences: list[str]) -> tuple[list[str], np.ndarray]:
+    """The residues that occur in `sequences` (sorted) and their share of all residues, for null models and sampling."""
+    counts = Counter("".join(sequences))
+    residues = sorted(counts)
+    frequencies = np.array([counts[residue] for residue in residues], dtype=float)
+    return residues, frequencies / frequencies.sum()
 
 
 def encode(sequence: str, max_residues: int | None = None) -> list[int]:

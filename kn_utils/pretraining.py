@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import EsmConfig, EsmForMaskedLM
 
-from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch
+from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch, residue_frequencies
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import resolve_precision
@@ -74,8 +73,7 @@ def mask_tokens(input_ids: torch.Tensor, fraction: float, generator: torch.Gener
 
 def unigram_loss(sequences: list[str], max_residues: int) -> float:
     """Cross-entropy (nats) of predicting each residue from residue frequencies alone: the bar MLM must clear."""
-    counts = Counter(residue for sequence in sequences for residue in sequence[:max_residues])
-    frequencies = np.array(list(counts.values()), dtype=float) / sum(counts.values())
+    _, frequencies = residue_frequencies([sequence[:max_residues] for sequence in sequences])
     return float(-(frequencies * np.log(frequencies)).sum())
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .alphabet import MASK_ID, encode, pad_batch
+from .alphabet import MASK_ID, encode, pad_batch, residue_frequencies
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import PRECISIONS, pooling_of, resolve_precision
@@ -132,20 +132,11 @@ def crop_window(sequence: str, max_residues: int, rng: np.random.Generator | Non
     return sequence[start : start + max_residues]
 
 
-def residue_background(sequences: list[str]) -> tuple[list[str], np.ndarray]:
-    """The residues of `sequences` and their frequencies, for residues put before a chain (shift_start)."""
-    counts: dict[str, int] = {}
-    for sequence in sequences:
-        for residue in set(sequence):
-            counts[residue] = counts.get(residue, 0) + sequence.count(residue)
-    residues = sorted(counts)
-    frequencies = np.array([counts[residue] for residue in residues], dtype=float)
-    return residues, frequencies / frequencies.sum()
-
-
-def shift_start(sequence: str, mean: float, rng: np.random.Generator, background: tuple[str, np.ndarray]) -> str:
+def shift_start(sequence: str, mean: float, rng: np.random.Generator,
+                background: tuple[list[str], np.ndarray] | None) -> str:
     """With probability 1/2, move the chain's start by a geometric number of residues (mean `mean`, at most
-    MAX_START_SHIFT): drop them, or put residues drawn from `background` before it, with equal odds.
+    MAX_START_SHIFT): drop them, or put residues drawn from `background` (alphabet.residue_frequencies) before it,
+    with equal odds; `mean` 0 returns the chain untouched and draws nothing.
 
     Constructs of one protein start a few residues apart (a tag, a Met, a domain boundary); half the test chains
     with a near copy in training start elsewhere than it, and a model trained on fixed first windows misses them.
@@ -308,7 +299,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     precision = resolve_precision(config.precision, device)
     checkpoint_path = Path(checkpoint_dir) / "last.pt"
     lengths = np.array([min(len(s), config.max_residues) + 2 for s in train_sequences])
-    background = residue_background(train_sequences)
+    background = residue_frequencies(train_sequences) if config.start_shift else None  # for shift_start only
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
     total_steps = steps_per_epoch * config.epochs
     weights = class_weights(train_labels, model.config.num_labels, config.class_weighting)

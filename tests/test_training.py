@@ -8,10 +8,9 @@ import torch
 from kn_utils import training
 from kn_utils.metrics import classification_metrics, majority_baseline
 from kn_utils.model import random_classifier
-from kn_utils.alphabet import CLS_ID, EOS_ID, MASK_ID, encode
+from kn_utils.alphabet import CLS_ID, EOS_ID, MASK_ID, encode, residue_frequencies
 from kn_utils.training import (MAX_START_SHIFT, SHIFT_MIN_RESIDUES, TrainConfig, class_weights, crop_window,
-                               learning_rate_at, length_batches, mask_residues, predict_logits, residue_background,
-                               shift_start, train)
+                               learning_rate_at, length_batches, mask_residues, predict_logits, shift_start, train)
 
 
 def test_length_batches_cover_every_index_once_within_the_token_budget():
@@ -297,7 +296,7 @@ def test_the_weight_average_is_an_exponential_moving_average_of_the_steps_and_le
 
 def test_shift_start_drops_or_prepends_a_few_residues_for_half_the_chains():
     chain = "ACDEFGHIKLMNPQRSTVWY" * 5
-    background = residue_background(["GGGA", "AG"])
+    background = residue_frequencies(["GGGA", "AG"])
     assert background[0] == ["A", "G"] and background[1].tolist() == pytest.approx([2 / 6, 4 / 6])
     rng = np.random.default_rng(0)
     shifted = [shift_start(chain, 4.0, rng, background) for _ in range(2000)]
