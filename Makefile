@@ -1,8 +1,7 @@
-# The study's entry points. `make study` runs the whole study; `make test` runs the tests (both set up .venv first).
+# The study's entry points. `make study` runs the whole study (both profiles); `make test` runs the tests (both set up .venv first).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PROFILE ?= full
 # The offline mirror of the upstream data files, when one sits beside the repository (as in CI).
 KN_MIRROR ?= $(abspath $(wildcard ../shared/mirror))
 export KN_MIRROR
@@ -18,8 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed  ## create .venv with kn_utils and its dependencies
 
-study: install  ## run notebooks 01.. with the full profile and publish notebooks, results and figures
-	$(PY) -m kn_utils run --profile $(PROFILE) --publish
+JOBS ?= 1
+study: install  ## the whole study: profiles full and full-accession, notebooks 01-06 of each then 07 (which compares them), published; JOBS=2 runs the two side by side
+	$(PY) -m kn_utils study --jobs $(JOBS) --publish
 
 homology: install  ## the homology-aware re-run (split by UniProt accession), then notebook 07 of the full run again to compare
 	$(PY) -m kn_utils run --profile full-accession --publish

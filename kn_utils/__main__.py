@@ -1,4 +1,4 @@
-"""Command line: `python -m kn_utils run|publish|predict ...`."""
+"""Command line: `python -m kn_utils run|study|publish|report|predict ...`."""
 from __future__ import annotations
 
 import argparse
@@ -59,6 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--publish", action="store_true", help="then copy notebooks, results and figures into the repository")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "YAML_VALUE"), default=[],
                      help="override one notebook parameter")
+    study = commands.add_parser("study", help="run the whole study: every profile phase by phase (notebook 07 compares them)")
+    study.add_argument("--profiles", nargs="+", default=None, help="profiles of the study (default: full full-accession)")
+    study.add_argument("--jobs", type=int, default=1, help="profiles run side by side, sharing the CPU cores (default 1)")
+    study.add_argument("--publish", action="store_true", help="then publish every profile into the repository")
     publish = commands.add_parser("publish", help="copy a finished run into notebooks/, results/ and figures/, then update README")
     publish.add_argument("--profile", default="full")
     commands.add_parser("report", help="regenerate README's Results section from results/*.json")
@@ -77,9 +81,11 @@ def main(argv: list[str] | None = None) -> int:
 
         update_readme()
         return 0
-    from .runner import publish as publish_run, run_profile
+    from .runner import STUDY_PROFILES, publish as publish_run, run_profile, run_study
 
-    if args.command == "run":
+    if args.command == "study":
+        run_study(args.profiles or STUDY_PROFILES, args.jobs, args.publish)
+    elif args.command == "run":
         from .runs import read_yaml
 
         overrides = {name: read_yaml(value) for name, value in args.parameter}

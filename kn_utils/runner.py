@@ -129,3 +129,68 @@ def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
 
     update_readme(repo_root / "README.md")
     return copied
+
+
+STUDY_PROFILES = ("full", "full-accession")  # the record and its homology-aware re-run; each notebook 07 compares the two
+
+
+def study_phases(profiles: tuple[str, ...] | list[str]) -> list[tuple[str | None, str | None]]:
+    """Stage ranges to run in order: the stages before the first that reads another profile of the study, then the rest.
+
+    A stage reads another run when its `compare_profile` names one of `profiles` (notebook 07 sets the random and the
+    accession split side by side), so every run must have finished the stages before it first. Without such a stage
+    the whole study is one phase.
+    """
+    others = set(profiles)
+    for notebook in stage_notebooks():
+        if any(notebook_parameters(profile, notebook.name).get("compare_profile") in others - {Path(profile).stem}
+               for profile in profiles):
+            before = f"{int(notebook.name[:2]) - 1:02d}"
+            return [(None, before), (notebook.name[:2], None)]
+    return [(None, None)]
+
+
+def stage_command(profile: str, first: str | None, last: str | None) -> list[str]:
+    """The `python -m kn_utils run` command line for one profile's stage range."""
+    import sys
+
+    command = [sys.executable, "-m", "kn_utils", "run", "--profile", profile]
+    return command + (["--from", first] if first else []) + (["--to", last] if last else [])
+
+
+def run_study(profiles: tuple[str, ...] | list[str] = STUDY_PROFILES, jobs: int = 1, publish_runs: bool = False) -> None:
+    """Run every profile of the study phase by phase, `jobs` profiles at a time, then publish each when asked.
+
+    Each profile runs in its own process with an equal share of the CPU cores (OMP_NUM_THREADS), its output
+    appended to `runs/<profile>/study.log`. Stages cache their outputs, so a rerun picks up where a killed one stopped.
+    With one job the profiles run one after another with every core, which keeps each stage's timing comparable
+    with a run of that profile alone; with two, the study takes less wall time on a multi-core CPU.
+    """
+    import subprocess
+
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
+    for profile in profiles:
+        stage_parameters(profile)  # every profile's parameters checked before anything runs
+    threads = max(1, (os.cpu_count() or 1) // min(jobs, len(profiles)))
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    for first, last in study_phases(profiles):
+        pending = list(profiles)
+        while pending:
+            batch, pending = pending[:jobs], pending[jobs:]
+            running = []
+            for profile in batch:
+                log = run_dir(Path(profile).stem) / "study.log"
+                print(f"[study] {profile}: stages {first or 'first'} to {last or 'last'} on {threads} thread(s), log {log}",
+                      flush=True)
+                with open(log, "a") as handle:
+                    running.append((profile, log, subprocess.Popen(stage_command(profile, first, last), stdout=handle,
+                                                                   stderr=subprocess.STDOUT, env=environment,
+                                                                   cwd=REPO_ROOT)))
+            failed = [(profile, log) for profile, log, process in running if process.wait() != 0]
+            if failed:
+                raise RuntimeError("; ".join(f"profile {profile} failed in stages {first or 'first'} to {last or 'last'}: "
+                                             f"see {log}" for profile, log in failed))
+    if publish_runs:
+        for profile in profiles:
+            publish(Path(profile).stem)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from kn_utils.report import _mlm_share
-from kn_utils.runner import run_profile, stage_notebooks, stage_parameters, undeclared_parameters
+from kn_utils.runner import run_profile, stage_notebooks, stage_parameters, study_phases, undeclared_parameters
 from kn_utils.runs import load_profile, notebook_parameters, read_yaml
 
 
@@ -128,3 +128,36 @@ def test_report_says_when_the_warm_start_was_reused_from_its_checkpoint():
     assert _mlm_share(computed) == "including 8.0 min of MLM warm start "
     assert "reused from its checkpoint" in _mlm_share(reused) and "24.7 min from scratch" in _mlm_share(reused)
     assert _mlm_share({"mlm_seconds": 0.0, "train_seconds": 900.0, "wall_s": 1000.0}) == ""
+
+
+def test_the_study_runs_every_profile_up_to_the_comparing_stage_first():
+    assert study_phases(["full", "full-accession"]) == [(None, "06"), ("07", None)]
+    assert study_phases(["full"]) == [(None, None)]  # its comparison run is not part of this study: one phase
+    assert study_phases(["quick"]) == [(None, None)]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_run_study_orders_phases_splits_cores_and_names_a_failed_profile(tmp_path, monkeypatch, jobs):
+    import sys
+
+    from kn_utils import runner
+
+    monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(runner, "stage_parameters", lambda profile: [])
+    monkeypatch.setattr(runner, "study_phases", lambda profiles: [(None, "06"), ("07", None)])
+    record = tmp_path / "record.txt"
+    script = ("import os, sys, time; time.sleep(0.2 if sys.argv[1] == 'a' else 0); "
+              "open(sys.argv[4], 'a').write(f\"{sys.argv[1]} {sys.argv[2]} {sys.argv[3]} {os.environ['OMP_NUM_THREADS']}\\n\"); "
+              "sys.exit(sys.argv[1] == 'bad' and sys.argv[3] == 'None')")
+    monkeypatch.setattr(runner, "stage_command", lambda profile, first, last: [
+        sys.executable, "-c", script, profile, str(first), str(last), str(record)])
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    runner.run_study(["a", "b"], jobs=jobs)
+    lines = record.read_text().splitlines()
+    assert sorted(lines[:2]) == [f"a None 06 {4 // jobs}", f"b None 06 {4 // jobs}"]  # both before either's stage 07
+    assert sorted(lines[2:]) == [f"a 07 None {4 // jobs}", f"b 07 None {4 // jobs}"]
+    assert (tmp_path / "runs" / "a" / "study.log").exists()
+    with pytest.raises(RuntimeError, match=r"profile bad failed in stages 07 to last: see .*bad/study.log"):
+        runner.run_study(["a", "bad"], jobs=jobs)
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        runner.run_study(["a"], jobs=0)
