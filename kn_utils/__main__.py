@@ -33,7 +33,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"# note: model {args.model} was fine-tuned from {info.init} init ({info.source})", file=sys.stderr)
     trained_window = (info.training or {}).get("max_residues")
     max_residues = args.max_residues or trained_window or MAX_ESM_RESIDUES
-    if trained_window and max_residues > trained_window:  # a model knows the window it was trained on (README)
+    if trained_window and max_residues > trained_window:  # a model knows the window it was trained on (docs/experiments.md)
         print(f"# warning: the model was trained on the first {trained_window} residues; reading {max_residues} is likely "
               "to make its predictions less accurate, not more (the study's model on held-out chains: 0.56 at its 128, "
               "0.41 at 256)", file=sys.stderr)

@@ -53,14 +53,14 @@ def lean_eager_attention(module: torch.nn.Module, query: torch.Tensor, key: torc
 
     Not the default: training keeps the stock kernel's arithmetic (`attention_kernel`); pass
     `attn_implementation="kn_eager"` to opt in. Two full fine-tuning runs with it scored below three seeds with the
-    stock kernel, by less than the test set's sampling error (README, Attention kernel), so the record's arithmetic
+    stock kernel, by less than the test set's sampling error (docs/running.md, Attention kernel), so the record's arithmetic
     stays the default.
 
     The stock kernel adds its float32 padding mask to the bf16 scores, so softmax and its backward run over float32
     copies of the (batch, heads, length, length) scores, and it multiplies them by ESM's scaling of 1.0. Here the
     mask is cast to the scores' dtype instead and a scaling of 1.0 is skipped: the forward values are the stock
     kernel's to bf16 rounding (the probabilities reach the value matmul in bf16 either way), and a bf16 training step
-    of ESM-2 8M is faster on CPU (README, Attention kernel). In float32 it computes exactly what the stock kernel does.
+    of ESM-2 8M is faster on CPU (docs/running.md, Attention kernel). In float32 it computes exactly what the stock kernel does.
     """
     return trimmed_eager_attention(module, query, key, value, attention_mask, scaling, dropout,
                                    mask_in_scores_dtype=True)
