@@ -15,9 +15,12 @@ STAGE_FILES = ("data", "finetune", "ablation")
 NEAR_IDENTICAL = 0.9  # cosine similarity of 3-mer counts above which a test sequence has a near-copy in train
 
 
-def kmer_neighbour_baseline(train: pd.DataFrame, test: pd.DataFrame, max_residues: int, k: int = 3) -> dict[str, float]:
-    """Leakage yardstick: accuracy of the nearest training sequence by k-mer profile (cosine), and the share of test
-    sequences whose nearest training sequence is a near-copy; both over the first `max_residues` residues."""
+SIMILARITY_EDGES = (0.5, 0.9, 0.99)  # bucket edges of `accuracy_by_similarity`: distant chains below 0.5, near copies from 0.99
+
+
+def nearest_training_chain(train: pd.DataFrame, test: pd.DataFrame, max_residues: int, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """For each test sequence, the row of `train` nearest by k-mer profile (cosine) and that similarity, over the first
+    `max_residues` residues: the window the model reads."""
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.preprocessing import normalize
 
@@ -28,8 +31,41 @@ def kmer_neighbour_baseline(train: pd.DataFrame, test: pd.DataFrame, max_residue
     for start in range(0, len(test), 512):  # 512 x n_train similarities at a time
         block = (test_profiles[start : start + 512] @ train_profiles.T).toarray()
         nearest[start : start + 512], similarity[start : start + 512] = block.argmax(1), block.max(1)
+    return nearest, similarity
+
+
+def kmer_neighbour_baseline(train: pd.DataFrame, test: pd.DataFrame, max_residues: int, k: int = 3) -> dict[str, float]:
+    """Leakage yardstick: accuracy of the nearest training sequence by k-mer profile (cosine), and the share of test
+    sequences whose nearest training sequence is a near-copy; both over the first `max_residues` residues."""
+    nearest, similarity = nearest_training_chain(train, test, max_residues, k)
     correct = train["label"].to_numpy()[nearest] == test["label"].to_numpy()
     return {f"{k}-mer 1-NN accuracy": float(correct.mean()), "near-copy in train": float((similarity > NEAR_IDENTICAL).mean())}
+
+
+def accuracy_by_similarity(train: pd.DataFrame, test: pd.DataFrame, predicted: np.ndarray, max_residues: int,
+                           edges: tuple[float, ...] = SIMILARITY_EDGES) -> pd.DataFrame:
+    """Test chains bucketed by the 3-mer similarity of their nearest training chain, nearest bucket first: how many, the
+    model's accuracy and the nearest chain's (the model-free yardstick); tells homolog transfer from what carries."""
+    if len(predicted) != len(test):
+        raise ValueError(f"{len(predicted)} predictions for {len(test)} test sequences")
+    nearest, similarity = nearest_training_chain(train, test, max_residues)
+    labels = test["label"].to_numpy()
+    names = [f"< {edges[0]:g}", *(f"{low:g}-{high:g}" for low, high in zip(edges, edges[1:])), f">= {edges[-1]:g}"]
+    bucket = np.digitize(similarity, edges)  # 0: below the first edge ... len(edges): at or above the last
+    rows = []
+    for position in reversed(range(len(edges) + 1)):
+        members = bucket == position
+        rows.append({"similarity": names[position], "chains": int(members.sum()),
+                     "accuracy": float((predicted[members] == labels[members]).mean()) if members.any() else float("nan"),
+                     "nearest_chain_accuracy": float((train["label"].to_numpy()[nearest[members]] == labels[members]).mean())
+                     if members.any() else float("nan")})
+    return pd.DataFrame(rows).set_index("similarity")
+
+
+def similarity_records(table: pd.DataFrame) -> list[dict]:
+    """An `accuracy_by_similarity` table as result-file rows, nearest bucket first; an empty bucket's accuracies are None."""
+    return [{key: (None if isinstance(value, float) and np.isnan(value) else value) for key, value in row.items()}
+            for row in table.reset_index().to_dict("records")]
 
 
 def run_available(run: str | Path) -> bool:

@@ -64,6 +64,17 @@ def _mlm_share(finetune: dict) -> str:
             f"so {(finetune['wall_s'] + mlm_seconds) / 60:.1f} min from scratch ")
 
 
+def _similarity_lines(finetune: dict) -> list[str]:
+    """A sentence on accuracy by the similarity of each test chain's nearest training chain (files since notebook 02 has it)."""
+    buckets = finetune.get("accuracy_by_similarity")
+    if not buckets:
+        return []
+    cells = [f"{row['similarity']} ({row['chains']:,} chains) {row['accuracy']:.3f}" for row in buckets if row["chains"]]
+    yardstick = [f"{row['nearest_chain_accuracy']:.3f}" for row in buckets if row["chains"]]
+    return [f"By the 3-mer similarity of each test chain's nearest training chain, test accuracy is {', '.join(cells)}; "
+            f"that nearest chain's class is right for {', '.join(yardstick)} of them.", ""]
+
+
 def _finetune_section(finetune: dict) -> list[str]:
     epochs = len(finetune["history"])
     return [
@@ -81,6 +92,7 @@ def _finetune_section(finetune: dict) -> list[str]:
         + _mlm_share(finetune)
         + f"({finetune['train_tokens_per_s']:,.0f} fine-tuning tokens/s, peak RSS {finetune['peak_rss_mb']:,.0f} MB).",
         "",
+        *_similarity_lines(finetune),
         *(["![MLM warm start](figures/02_mlm_curve.png)", ""] if finetune.get("warm_start") else []),
         "![training curve](figures/02_training_curve.png)",
         "",

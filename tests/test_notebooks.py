@@ -90,6 +90,13 @@ def test_finetune_records_the_flat_keys_readers_rely_on(results):
     assert finetune["majority_baseline"] == pytest.approx(max(data["counts"]["test"].values()) / data["n_test"])
     assert len(finetune["history"]) == finetune["provenance"]["parameters"]["epochs"]
     assert sum(map(sum, finetune["confusion_matrix"])) == data["n_test"]
+    buckets = finetune["accuracy_by_similarity"]  # the near-copy control partitions the test set
+    assert [row["similarity"] for row in buckets] == [">= 0.99", "0.9-0.99", "0.5-0.9", "< 0.5"]
+    assert sum(row["chains"] for row in buckets) == data["n_test"]
+    assert sum(row["accuracy"] * row["chains"] for row in buckets if row["chains"]) == pytest.approx(
+        finetune["accuracy"] * data["n_test"], abs=1e-6)
+    assert finetune["accuracy_distant"] == buckets[-1]["accuracy"]
+    assert all((row["accuracy"] is None) == (row["chains"] == 0) for row in buckets)  # an empty bucket: None, not NaN
     mlm = finetune["provenance"]["parameters"]["mlm"]  # the quick profile exercises the MLM warm start too
     assert finetune["warm_start"].startswith(f"mlm-warm-start(steps={mlm['steps']},") and mlm["steps"] > 0
     assert [point["step"] for point in finetune["mlm_history"]][-1] == mlm["steps"] and finetune["mlm_seconds"] > 0

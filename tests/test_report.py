@@ -21,3 +21,15 @@ def test_high_against_low_ig_says_every_size_only_when_it_holds_at_every_size():
     partly = _ablation_answers(_sweep({0.5: 0.2, 0.1: 0.6}), [0.5, 0.1])
     assert partly[-1].endswith("keeps more accuracy at 50% of 50%, 10%.")
     assert partly[0] == "- Activation (high scores kept) beats random by more than 2 sd at: 50%, 10%."
+
+
+def test_the_similarity_sentence_reads_the_buckets_a_result_file_holds_and_is_absent_from_older_files():
+    from kn_utils.report import _similarity_lines
+
+    assert _similarity_lines({"accuracy": 0.5}) == []
+    buckets = [{"similarity": ">= 0.99", "chains": 200, "accuracy": 0.875, "nearest_chain_accuracy": 0.995},
+               {"similarity": "0.9-0.99", "chains": 0, "accuracy": float("nan"), "nearest_chain_accuracy": float("nan")},
+               {"similarity": "< 0.5", "chains": 1000, "accuracy": 0.38, "nearest_chain_accuracy": 0.55}]
+    sentence = _similarity_lines({"accuracy_by_similarity": buckets})[0]
+    assert ">= 0.99 (200 chains) 0.875, < 0.5 (1,000 chains) 0.380;" in sentence and "nan" not in sentence
+    assert sentence.endswith("right for 0.995, 0.550 of them.")
