@@ -140,17 +140,35 @@ def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: i
         if problem:
             dropped["empty_sequence" if sequence == "" else "invalid_residue"] += 1
             continue
-        if len(sequence) < min_length:
-            dropped["too_short"] += 1
+        reason = _drop_reason(sequence, min_length, max_unknown_fraction)
+        if reason:
+            dropped[reason] += 1
             continue
-        if sum(sequence.count(r) for r in AMBIGUOUS_RESIDUES) > max_unknown_fraction * len(sequence):
-            dropped["too_many_unknown_residues"] += 1
-            continue
-        entry = by_sequence.setdefault(sequence, {"chains": [], "classes": set(), "accessions": set(), "tagged": 0})
-        entry["chains"].append(chain_id)
-        entry["tagged"] += len(sequence) < untrimmed_length
-        entry["classes"].add(ec_class)
-        entry["accessions"] |= accessions
+        _add_chain(by_sequence, sequence, chain_id, ec_class, accessions, tagged=len(sequence) < untrimmed_length)
+    return _merge_identical(by_sequence, dropped), dropped
+
+
+def _drop_reason(sequence: str, min_length: int, max_unknown_fraction: float) -> str | None:
+    """Why a valid sequence is no clean example (too short, too many ambiguous residues), or None."""
+    if len(sequence) < min_length:
+        return "too_short"
+    if sum(sequence.count(r) for r in AMBIGUOUS_RESIDUES) > max_unknown_fraction * len(sequence):
+        return "too_many_unknown_residues"
+    return None
+
+
+def _add_chain(by_sequence: dict[str, dict], sequence: str, chain_id: str, ec_class: int, accessions: set[str],
+               tagged: bool) -> None:
+    """File one kept chain under its sequence, for `_merge_identical`."""
+    entry = by_sequence.setdefault(sequence, {"chains": [], "classes": set(), "accessions": set(), "tagged": 0})
+    entry["chains"].append(chain_id)
+    entry["tagged"] += tagged
+    entry["classes"].add(ec_class)
+    entry["accessions"] |= accessions
+
+
+def _merge_identical(by_sequence: dict[str, dict], dropped: Counter) -> pd.DataFrame:
+    """One record per distinct sequence (its smallest chain id); counts merged duplicates, drops those whose classes differ."""
     records = []
     for sequence, entry in by_sequence.items():
         dropped["duplicate_sequence"] += len(entry["chains"]) - 1
@@ -164,8 +182,7 @@ def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: i
             "accession": min(entry["accessions"]) if entry["accessions"] else f"none:{min(entry['chains'])}",
         })
     columns = ["id", "ec_class", "label", "sequence", "length", "n_chains", "tagged_chains", "accession"]
-    frame = pd.DataFrame.from_records(records, columns=columns).sort_values("id", ignore_index=True)
-    return frame, dropped
+    return pd.DataFrame.from_records(records, columns=columns).sort_values("id", ignore_index=True)
 
 
 def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_length: int = 1) -> pd.DataFrame:
@@ -197,6 +214,37 @@ def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_len
     if not records:
         raise DataFileError(f"{fasta_path}: no FASTA records")
     return pd.DataFrame.from_records(records)
+
+
+def build_labelled_dataset(fasta_path: str | Path, labels_path: str | Path, min_length: int = 30,
+                           max_unknown_fraction: float = 0.1, trim_tags: bool = True) -> tuple[pd.DataFrame, Counter]:
+    """Your own data as notebook 01 builds the PDB's: tags cut, short or unknown-rich records dropped (counted), identical
+    sequences merged. A malformed record (bad residue, no label, unknown class) stops with an error naming it.
+
+    Each record is its own accession, so `split="accession"` splits records as `random` does.
+    """
+    dropped: Counter = Counter()
+    by_sequence: dict[str, dict] = {}
+    for record in load_labelled_fasta(fasta_path, labels_path).itertuples():
+        sequence = trim_expression_tags(record.sequence) if trim_tags else record.sequence
+        reason = _drop_reason(sequence, min_length, max_unknown_fraction)
+        if reason:
+            dropped[reason] += 1
+            continue
+        _add_chain(by_sequence, sequence, record.id, record.ec_class, {record.accession}, tagged=len(sequence) < record.length)
+    frame = _merge_identical(by_sequence, dropped)
+    if frame.empty:
+        raise DataFileError(f"{fasta_path}: no record left after dropping {dict(dropped)}")
+    return frame, dropped
+
+
+def build_from_inputs(paths: dict[str, Path], min_length: int = 30, max_unknown_fraction: float = 0.1,
+                      trim_tags: bool = True) -> tuple[pd.DataFrame, Counter]:
+    """The dataset from `sources.resolve_inputs`: your own `fasta` and `labels`, else the PDB's two upstream files."""
+    if "fasta" in paths:
+        return build_labelled_dataset(paths["fasta"], paths["labels"], min_length, max_unknown_fraction, trim_tags)
+    return build_dataset(paths["pdb_seqres.txt.gz"], paths["pdb_chain_enzyme.tsv.gz"], min_length, max_unknown_fraction,
+                         trim_tags)
 
 
 def cap_per_class(frame: pd.DataFrame, max_per_class: int | None, seed: int) -> pd.DataFrame:

@@ -12,6 +12,7 @@ from .sources import MIRROR_ENV
 from .runs import load_profile, notebook_parameters, run_dir
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
 
 
 def stage_notebooks(first: str | None = None, last: str | None = None) -> list[Path]:
@@ -75,8 +76,9 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
         mistyped = mistyped_parameters(parameters, declared)
         if mistyped:
             raise ValueError(f"{notebook.name}, profile {profile!r}: " + "; ".join(mistyped))
-        if parameters.get("mirror"):
-            parameters["mirror"] = str(Path(parameters["mirror"]).expanduser().resolve())
+        for name in PATH_PARAMETERS:  # kernels run in notebooks/: a path relative to where the command ran must not move
+            if parameters.get(name):
+                parameters[name] = str(Path(parameters[name]).expanduser().resolve())
         plan.append((notebook, parameters))
     ignored = sorted(set(overrides or {}) - declared_anywhere)
     if ignored:

@@ -41,7 +41,8 @@ def run_dir(profile: str) -> Path:
 def load_profile(profile: str | os.PathLike) -> dict:
     """A profile YAML: `common` parameters plus one section per notebook stem; a profile name or a file path.
 
-    `extends: other` starts from profile `other` and overrides it section by section, key by key.
+    `extends: other` starts from profile `other` (a file beside this one, else the study's profiles/other.yaml) and
+    overrides it section by section, key by key.
     """
     path = Path(profile)
     if not path.suffix:
@@ -55,7 +56,8 @@ def load_profile(profile: str | os.PathLike) -> dict:
         return spec
     if Path(str(base_name)).stem == path.stem:
         raise ValueError(f"{path}: a profile cannot extend itself")
-    merged = load_profile(path.parent / f"{base_name}.yaml")
+    base = path.parent / f"{base_name}.yaml"
+    merged = load_profile(base if base.exists() else base_name)  # beside it, else one of the study's profiles
     for section, values in spec.items():
         merged[section] = {**(merged.get(section) or {}), **(values or {})}
     return merged

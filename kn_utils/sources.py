@@ -91,3 +91,17 @@ def resolve_source(name: str, mirror: str | os.PathLike | None = None, raw_dir: 
 def resolve_sources(mirror: str | os.PathLike | None = None, raw_dir: Path = RAW_DIR, allow_download: bool = True) -> dict[str, Path]:
     """Paths of both upstream files (see `resolve_source`)."""
     return {name: resolve_source(name, mirror, raw_dir, allow_download) for name in UPSTREAM_URLS}
+
+
+def resolve_inputs(mirror: str | os.PathLike | None = None, fasta: str | os.PathLike | None = None,
+                   labels: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Notebook 01's inputs: your own FASTA file and its labels when given (both, existing), else the upstream files."""
+    if fasta is None and labels is None:
+        return resolve_sources(mirror)
+    if fasta is None or labels is None:
+        raise DataFileError(f"own data needs both a FASTA file and a labels file; got fasta={fasta!r}, labels={labels!r}")
+    paths = {"fasta": Path(fasta).expanduser().resolve(), "labels": Path(labels).expanduser().resolve()}
+    for path in paths.values():
+        if not path.is_file():
+            raise DataFileError(f"{path}: no such file")
+    return paths

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kn_utils import data
+from kn_utils import data, sources
 from kn_utils.sources import DataFileError, check_gzip
 
 
@@ -154,6 +154,36 @@ def test_labelled_fasta_round_trip_and_errors(tmp_path):
     labels.write_text("id,ec_class\nenzA,1\nenzB,2\n")
     with pytest.raises(DataFileError, match=r"mine.fasta: record 'enzB' \(line 3\): empty sequence"):
         data.load_labelled_fasta(fasta, labels)
+
+
+def test_own_data_is_built_like_the_pdb_dataset(tmp_path):
+    residues = "ACDEFGHIKLMNPQRSTVWY"
+    enzyme, other = residues * 2, residues[::-1] * 2  # 40 residues each
+    fasta = tmp_path / "mine.fasta"
+    fasta.write_text(f">a\nMGSSHHHHHHSSGLVPRGSH{enzyme}\n>b\n{enzyme}\n>c\n{other}\n>d\n{other}\n>e\nMKTAYIAKQR\n"
+                     f">f\n{'X' * 10}{enzyme[:30]}\n")
+    labels = tmp_path / "labels.tsv"
+    labels.write_text("id\tec_class\na\t3.1.1.4\nb\t3\nc\t1\nd\t2\ne\t4\nf\t5\n")
+    frame, dropped = data.build_labelled_dataset(fasta, labels, min_length=30)
+    # a's His tag is cut, which makes it b; c and d are one sequence with two classes; e is short; f is 25% unknown
+    assert frame[["id", "ec_class", "n_chains", "tagged_chains"]].values.tolist() == [["a", 3, 2, 1]]
+    assert dropped == {"duplicate_sequence": 2, "duplicates_disagree_on_class": 1, "too_short": 1, "too_many_unknown_residues": 1}
+    assert list(frame.columns) == ["id", "ec_class", "label", "sequence", "length", "n_chains", "tagged_chains", "accession"]
+    kept, _ = data.build_labelled_dataset(fasta, labels, min_length=30, trim_tags=False)
+    assert kept["id"].tolist() == ["a", "b"]  # untrimmed, a is its own sequence
+    paths = sources.resolve_inputs(fasta=fasta, labels=labels)
+    assert data.build_from_inputs(paths, min_length=30)[0].equals(frame)
+    fasta.write_text(">e\nMKTAYIAKQR\n")
+    with pytest.raises(DataFileError, match=r"mine.fasta: no record left after dropping \{'too_short': 1\}"):
+        data.build_labelled_dataset(fasta, labels, min_length=30)
+
+
+def test_own_data_inputs_need_both_files_and_name_a_missing_one(tmp_path):
+    with pytest.raises(DataFileError, match="needs both a FASTA file and a labels file"):
+        sources.resolve_inputs(fasta=tmp_path / "mine.fasta")
+    (tmp_path / "mine.fasta").write_text(">a\nMKV\n")
+    with pytest.raises(DataFileError, match=r"labels.csv: no such file"):
+        sources.resolve_inputs(fasta=tmp_path / "mine.fasta", labels=tmp_path / "labels.csv")
 
 
 def test_summary_counts_add_up(upstream_files):

@@ -266,3 +266,21 @@ def test_validation_fraction_and_weight_average_score_held_out_training_chains_e
     assert finetune["provenance"]["parameters"]["ema_decay"] == 0.9 and "live_accuracy" in finetune["history"][0]
     assert json.loads((quick_run / "finetune.json").read_text())["epoch_scores_on"] == "test"  # the default
     assert "held out for validation" in json.dumps(nbformat.read(tmp_path / "02_finetune.ipynb", as_version=4).cells)
+
+
+def test_own_fasta_and_labels_build_the_same_dataset_notebook_01_builds_from_the_pdb(quick_run, tmp_path, monkeypatch):
+    """The quick run's chains, written out as your own FASTA and labels, give the same dataset, split and checksum."""
+    import pandas as pd
+
+    dataset = pd.read_parquet(quick_run / "dataset.parquet")
+    (tmp_path / "mine.fasta").write_text("".join(f">{row.id} own record\n{row.sequence}\n" for row in dataset.itertuples()))
+    dataset[["id", "ec_class"]].to_csv(tmp_path / "labels.csv", index=False)
+    (tmp_path / "mine.yaml").write_text("extends: quick\n01_data:\n  fasta: mine.fasta\n  labels: labels.csv\n"
+                                        "  trim_tags: false\n")  # the chains are cut already; quick.yaml is not beside it
+    monkeypatch.chdir(tmp_path)  # relative paths are read from where the command runs, not from notebooks/
+    run_profile(str(tmp_path / "mine.yaml"), last="01", output_dir=tmp_path / "out")
+    own, pdb = (json.loads((run / "data.json").read_text()) for run in (run_dir("mine"), quick_run))
+    assert own["provenance"]["inputs"]["dataset_sha256"] == pdb["provenance"]["inputs"]["dataset_sha256"]
+    assert own["counts"] == pdb["counts"] and sum(own["dropped"].values()) == 0
+    assert own["provenance"]["inputs"]["sha256:fasta"] != own["provenance"]["inputs"]["sha256:labels"]
+    assert own["provenance"]["parameters"]["fasta"] == str(tmp_path / "mine.fasta")
