@@ -50,16 +50,12 @@ def accuracy_by_similarity(train: pd.DataFrame, test: pd.DataFrame, predicted: n
         raise ValueError(f"{len(predicted)} predictions for {len(test)} test sequences")
     nearest, similarity = nearest_training_chain(train, test, max_residues)
     labels = test["label"].to_numpy()
+    right = pd.DataFrame({"accuracy": predicted == labels, "nearest_chain_accuracy": train["label"].to_numpy()[nearest] == labels})
     names = [f"< {edges[0]:g}", *(f"{low:g}-{high:g}" for low, high in zip(edges, edges[1:])), f">= {edges[-1]:g}"]
     bucket = np.digitize(similarity, edges)  # 0: below the first edge ... len(edges): at or above the last
-    rows = []
-    for position in reversed(range(len(edges) + 1)):
-        members = bucket == position
-        rows.append({"similarity": names[position], "chains": int(members.sum()),
-                     "accuracy": float((predicted[members] == labels[members]).mean()) if members.any() else float("nan"),
-                     "nearest_chain_accuracy": float((train["label"].to_numpy()[nearest[members]] == labels[members]).mean())
-                     if members.any() else float("nan")})
-    return pd.DataFrame(rows).set_index("similarity")
+    table = right.groupby(bucket).mean().reindex(range(len(names))).astype(float)  # an empty bucket: NaN
+    table.insert(0, "chains", np.bincount(bucket, minlength=len(names)))
+    return table.set_axis(pd.Index(names, name="similarity")).iloc[::-1]
 
 
 def similarity_records(table: pd.DataFrame) -> list[dict]:
