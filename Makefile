@@ -39,6 +39,7 @@ nbval-update: install  ## re-execute the checked notebook copies after changing 
 
 benchmarks: install  ## speed figures (medians of several runs, ratio to a baseline measured in the same run)
 	$(PY) benchmarks/finetune.py
+	$(PY) benchmarks/inference.py
 
 clean-runs:
 	rm -rf runs/

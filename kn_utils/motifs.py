@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from .attention import attention_implementation
+from .kernels import fused_gelu
 from .neurons import recording
 from .scoring import batches, residue_positions
 
@@ -53,7 +54,7 @@ def activation_peaks(model, sequences: list[str], neuron_ids: np.ndarray, max_re
     values = np.zeros((len(sequences), len(neuron_ids)), dtype=np.float32)
     positions = np.zeros((len(sequences), len(neuron_ids)), dtype=np.int64)
     model.eval()
-    with attention_implementation(model, "sdpa"):
+    with attention_implementation(model, "sdpa"), fused_gelu():
         for batch, input_ids, mask in batches(sequences, max_residues, max_tokens):
             with recording(model) as outputs:
                 model(input_ids=input_ids.to(device), attention_mask=mask.to(device))

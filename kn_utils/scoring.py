@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode, pad_batch
 from .attention import attention_implementation, attention_kernel
+from .kernels import fused_gelu
 from .model import resolve_precision
 from .neurons import NeuronIndex, gated, recording
 from .training import autocast, length_batches
@@ -42,17 +43,18 @@ def batches(sequences: list[str], max_residues: int, max_tokens: int, rows_per_e
 
 @torch.inference_mode()
 def activation_scores(model, sequences: list[str], labels: np.ndarray, max_residues: int, num_classes: int = 6,
-                      max_tokens: int = 16384, progress: bool = False) -> dict[str, np.ndarray]:
+                      max_tokens: int = 16384, progress: bool = False, fused_kernels: bool = True) -> dict[str, np.ndarray]:
     """Mean |activation| per neuron over sequences (`mean`, (size,)) and per true class (`per_class`, (classes, size)).
 
     Also `mean_signed`: the plain mean output per neuron, the value mean-ablation puts in its place.
+    `fused_kernels`: GELU in torch's fused kernel (kernels.fused_gelu), as in training.predict_logits.
     """
     index = NeuronIndex.of(model)
     device = next(model.parameters()).device
     per_example = np.zeros((len(sequences), index.size), dtype=np.float64)
     signed = np.zeros((len(sequences), index.size), dtype=np.float64)
     model.eval()
-    with attention_implementation(model, "sdpa"):
+    with attention_implementation(model, "sdpa"), fused_gelu(fused_kernels):
         for batch, input_ids, mask in tqdm(list(batches(sequences, max_residues, max_tokens)), disable=not progress, desc="activations"):
             with recording(model) as outputs:
                 model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
@@ -99,13 +101,14 @@ def true_class_probability(model, input_ids: torch.Tensor, mask: torch.Tensor, l
 
 def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_residues: int, steps: int = 8,
                          rule: str = "gausslegendre", max_tokens: int = 8192, precision: str = "fp32",
-                         progress: bool = False) -> dict[str, np.ndarray]:
+                         progress: bool = False, fused_kernels: bool = True) -> dict[str, np.ndarray]:
     """IG of the true-class probability to every neuron, one all-neuron path per example.
 
     A forward/backward pass holds at most `max_tokens` tokens (examples x steps x length): when one
     example's steps do not fit, its steps are taken in chunks, so peak memory is set by `max_tokens`
     whatever the step count. Returns `attributions` (examples, size) float32, and per example
     `p_on` = F(1), `p_off` = F(0) and `completeness_error` = |sum_i IG_i - (p_on - p_off)| / |p_on - p_off|.
+    `fused_kernels`: GELU and its gradient in torch's fused kernel (kernels.fused_gelu), as in training.predict_logits.
     """
     index = NeuronIndex.of(model)
     device = next(model.parameters()).device
@@ -116,7 +119,7 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
     p_on, p_off = np.zeros(len(sequences)), np.zeros(len(sequences))
     model.eval()
     precision = resolve_precision(precision, device)
-    with attention_implementation(model, attention_kernel(precision, device)):
+    with attention_implementation(model, attention_kernel(precision, device)), fused_gelu(fused_kernels):
         for batch, input_ids, mask in tqdm(list(batches(sequences, max_residues, max_tokens, steps)), disable=not progress, desc="IG"):
             input_ids, mask = input_ids.to(device), mask.to(device)
             target = torch.as_tensor(labels[batch], device=device)

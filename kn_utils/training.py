@@ -191,8 +191,11 @@ def class_weights(labels: np.ndarray, num_labels: int, scheme: str) -> torch.Ten
 
 @torch.inference_mode()
 def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: int = 8192,
-                   precision: str = "fp32", progress: bool = False) -> np.ndarray:
-    """Class logits for each sequence (first `max_residues` residues), batched by length; float32 numpy."""
+                   precision: str = "fp32", progress: bool = False, fused_kernels: bool = True) -> np.ndarray:
+    """Class logits for each sequence (first `max_residues` residues), batched by length; float32 numpy.
+
+    `fused_kernels`: GELU in torch's one fused kernel (kernels.fused_gelu: the same function; benchmarks/inference.py).
+    """
     device = next(model.parameters()).device
     precision = resolve_precision(precision, device)
     was_training = model.training
@@ -200,7 +203,7 @@ def predict_logits(model, sequences: list[str], max_residues: int, max_tokens: i
     tokens = [encode(sequence, max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens])
     logits = np.zeros((len(sequences), model.config.num_labels), dtype=np.float32)
-    with attention_implementation(model, attention_kernel(precision, device)):
+    with attention_implementation(model, attention_kernel(precision, device)), fused_gelu(fused_kernels):
         for batch in tqdm(length_batches(lengths, max_tokens), disable=not progress, desc="predict"):
             input_ids, mask = pad_batch([tokens[i] for i in batch])
             with autocast(device, precision):
@@ -364,10 +367,12 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                       "learning_rate": learning_rate_at(state["step"] - 1, total_steps, config),
                       "train_seconds": state["train_seconds"]}
             if evaluate is not None:
-                scores = evaluate(predict_logits(model, eval_sequences, config.max_residues), eval_labels)
+                scores = evaluate(predict_logits(model, eval_sequences, config.max_residues,
+                                                 fused_kernels=config.fused_kernels), eval_labels)
                 if averaged is not None:  # the average is the model this run returns; the live weights are kept beside it
                     record.update({f"live_{name}": value for name, value in scores.items()})
-                    scores = evaluate(predict_logits(averaged.module, eval_sequences, config.max_residues), eval_labels)
+                    scores = evaluate(predict_logits(averaged.module, eval_sequences, config.max_residues,
+                                                     fused_kernels=config.fused_kernels), eval_labels)
                 record.update(scores)
                 model.train()
             state["history"].append(record)

@@ -1,4 +1,5 @@
-"""The fused GELU and AdamW the training loops use: transformers' values to rounding, switched on only where asked."""
+"""The fused GELU and AdamW the training loops and inference stages use: transformers' values to rounding, switched
+on only where asked."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,8 +10,10 @@ import transformers.models.esm.modeling_esm as modeling_esm
 from kn_utils.alphabet import encode, pad_batch
 from kn_utils.kernels import fused_gelu
 from kn_utils.model import random_classifier
+from kn_utils.motifs import activation_peaks
 from kn_utils.pretraining import MLMConfig, masked_lm, pretrain_mlm
-from kn_utils.training import TrainConfig, adamw, optimiser_step, train
+from kn_utils.scoring import activation_scores, integrated_gradients
+from kn_utils.training import TrainConfig, adamw, optimiser_step, predict_logits, train
 from test_attention import SEQUENCES, logits_and_gradients
 
 
@@ -65,16 +68,22 @@ def test_fused_adamw_takes_the_same_steps_as_the_loop(tiny_config):
     assert torch.allclose(weights[0], weights[1], atol=1e-6) and not torch.allclose(weights[0], initial, atol=1e-4)
 
 
-def test_training_loops_use_the_fused_kernels_only_while_they_run(tiny_config, tmp_path, monkeypatch):
-    """Fine-tuning and the MLM warm start call the fused GELU (and a fused AdamW) by default, the stock ones with
-    `fused_kernels=False`, and leave transformers' GELU in place when they return."""
+@pytest.fixture
+def counted_gelu(monkeypatch):
+    """Counts of calls to the fused GELU and to transformers' own, and the counting stock function installed."""
     stock = modeling_esm.gelu
     calls = {"fused": 0, "stock": 0}
     monkeypatch.setattr("kn_utils.kernels.gelu", lambda states: (calls.__setitem__("fused", calls["fused"] + 1),
                                                                  torch.nn.functional.gelu(states))[1])
     monkeypatch.setattr(modeling_esm, "gelu", lambda states: (calls.__setitem__("stock", calls["stock"] + 1),
                                                               stock(states))[1])
-    counting_stock = modeling_esm.gelu
+    return calls, modeling_esm.gelu
+
+
+def test_training_loops_use_the_fused_kernels_only_while_they_run(tiny_config, tmp_path, counted_gelu):
+    """Fine-tuning and the MLM warm start call the fused GELU (and a fused AdamW) by default, the stock ones with
+    `fused_kernels=False`, and leave transformers' GELU in place when they return."""
+    calls, counting_stock = counted_gelu
     labels = np.array([0, 1, 2])
     for fused in (True, False):
         calls.update(fused=0, stock=0)
@@ -86,3 +95,31 @@ def test_training_loops_use_the_fused_kernels_only_while_they_run(tiny_config, t
                      precision="fp32", fused_kernels=fused), tmp_path / f"mlm-{fused}", progress=False)
         assert (calls["fused"] > 0, calls["stock"] > 0) == (fused, not fused)
         assert modeling_esm.gelu is counting_stock
+
+
+def test_inference_stages_use_the_fused_gelu_by_default_and_match_the_stock_one(tiny_config, counted_gelu):
+    """Prediction, activation scores, integrated gradients and activation peaks run the fused GELU unless
+    `fused_kernels=False`, restore transformers' afterwards, and give its figures to float32 rounding."""
+    calls, counting_stock = counted_gelu
+    model = random_classifier(tiny_config, 0, "eager", pooling="mean").eval()
+    labels = np.array([0, 1, 2])
+    stages = {
+        "logits": lambda fused: predict_logits(model, SEQUENCES, 40, max_tokens=128, fused_kernels=fused),
+        "activations": lambda fused: activation_scores(model, SEQUENCES, labels, 40, max_tokens=128,
+                                                       fused_kernels=fused)["per_example"],
+        "attributions": lambda fused: integrated_gradients(model, SEQUENCES, labels, 40, steps=4, max_tokens=512,
+                                                           fused_kernels=fused)["attributions"],
+    }
+    for name, stage in stages.items():
+        results = {}
+        for fused in (True, False):
+            calls.update(fused=0, stock=0)
+            results[fused] = stage(fused)
+            assert (calls["fused"] > 0, calls["stock"] > 0) == (fused, not fused), name
+            assert modeling_esm.gelu is counting_stock, name
+        scale = np.abs(results[False]).max()
+        assert np.abs(results[True] - results[False]).max() <= 1e-5 * scale, name
+        assert not np.array_equal(results[True], results[False]), name  # a different kernel did compute it
+    calls.update(fused=0, stock=0)
+    values, positions = activation_peaks(model, SEQUENCES, np.arange(8), 40)
+    assert calls["fused"] > 0 and calls["stock"] == 0 and values.shape == positions.shape == (3, 8)
