@@ -17,7 +17,6 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from finetune import benchmark_sequences
@@ -38,12 +37,12 @@ def main() -> None:
     """Time each stage both ways, alternating, and print medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    study = notebook_parameters("full", "05_ablation") | notebook_parameters("full", "02_finetune")
+    study = {stage: notebook_parameters("full", stage) for stage in ("03_activations", "04_integrated_gradients", "05_ablation")}
     parser.add_argument("--sequences", type=int, default=512, help="sequences per prediction and activation pass")
     parser.add_argument("--ig-examples", type=int, default=16, help="examples per integrated-gradients pass")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating; medians are printed")
-    parser.add_argument("--max-residues", type=int, default=study["max_residues"], help="residues per sequence")
-    parser.add_argument("--precision", choices=PRECISIONS, default=study["precision"],
+    parser.add_argument("--max-residues", type=int, default=study["05_ablation"]["max_residues"], help="residues per sequence")
+    parser.add_argument("--precision", choices=PRECISIONS, default=study["05_ablation"]["precision"],
                         help="prediction and IG autocast (auto: bf16 where native); activations run fp32 as in 03")
     parser.add_argument("--device", default="auto", help="auto: a CUDA GPU when torch sees one, else the CPU")
     args = parser.parse_args()
@@ -54,13 +53,15 @@ def main() -> None:
     tokens = sum(min(len(s), args.max_residues) + 2 for s in sequences)
     ig_tokens = sum(min(len(s), args.max_residues) + 2 for s in sequences[:args.ig_examples])
     stages = {  # name: (call, amount per call, unit)
-        "predict_logits (05, 07)": (lambda fused: predict_logits(model, sequences, args.max_residues, max_tokens=2048,
+        "predict_logits (05, 07)": (lambda fused: predict_logits(model, sequences, args.max_residues, max_tokens=study["05_ablation"]["max_tokens"],
                                                                  precision=precision, fused_kernels=fused), tokens, "tokens/s"),
         "activation_scores (03)": (lambda fused: activation_scores(model, sequences, labels, args.max_residues,
+                                                                   max_tokens=study["03_activations"]["max_tokens"],
                                                                    fused_kernels=fused), tokens, "tokens/s"),
-        "integrated_gradients (04, 8 steps)": (
+        "integrated_gradients (04)": (
             lambda fused: integrated_gradients(model, sequences[:args.ig_examples], labels[:args.ig_examples],
-                                               args.max_residues, steps=8, max_tokens=4096, precision=precision,
+                                               args.max_residues, steps=study["04_integrated_gradients"]["steps"],
+                                               max_tokens=study["04_integrated_gradients"]["max_tokens"], precision=precision,
                                                fused_kernels=fused), args.ig_examples, "examples/s"),
     }
     print(f"device {device_name(device)}, {torch.get_num_threads()} threads, precision {precision}, "
@@ -77,5 +78,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()
