@@ -47,14 +47,17 @@ def near(covered: np.ndarray, half_width: int) -> np.ndarray:
 
 @torch.inference_mode()
 def activation_peaks(model, sequences: list[str], neuron_ids: np.ndarray, max_residues: int,
-                     max_tokens: int = 8192) -> tuple[np.ndarray, np.ndarray]:
-    """(peak |activation|, peak residue position) of each neuron in each sequence, both (sequences, neurons)."""
+                     max_tokens: int = 8192, fused_kernels: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(peak |activation|, peak residue position) of each neuron in each sequence, both (sequences, neurons).
+
+    `fused_kernels`: GELU in torch's one fused kernel (kernels.fused_gelu: the same function; benchmarks/inference.py).
+    """
     device = next(model.parameters()).device
     ids = torch.as_tensor(np.asarray(neuron_ids), dtype=torch.long, device=device)
     values = np.zeros((len(sequences), len(neuron_ids)), dtype=np.float32)
     positions = np.zeros((len(sequences), len(neuron_ids)), dtype=np.int64)
     model.eval()
-    with attention_implementation(model, "sdpa"), fused_gelu():
+    with attention_implementation(model, "sdpa"), fused_gelu(fused_kernels):
         for batch, input_ids, mask in batches(sequences, max_residues, max_tokens):
             with recording(model) as outputs:
                 model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
