@@ -51,8 +51,8 @@ def main() -> None:
     precision = resolve_precision(args.precision, device)
     sequences, labels = benchmark_sequences(args.sequences, seed=0)
     model = random_classifier(esm2_config(), 0, "eager", pooling="mean").to(device).eval()
-    tokens = sum(len(encode(s, args.max_residues)) for s in sequences)  # with <cls> and <eos>, as the model reads them
-    ig_tokens = sum(len(encode(s, args.max_residues)) for s in sequences[:args.ig_examples])
+    lengths = [len(encode(s, args.max_residues)) for s in sequences]  # with <cls> and <eos>, as the model reads them
+    tokens, ig_tokens = sum(lengths), sum(lengths[:args.ig_examples])
     stages = {  # name: (call, amount per call, unit)
         "predict_logits (05, 07)": (lambda fused: predict_logits(model, sequences, args.max_residues, max_tokens=study["05_ablation"]["max_tokens"],
                                                                  precision=precision, fused_kernels=fused), tokens, "tokens/s"),
