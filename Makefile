@@ -35,7 +35,7 @@ unit: install  ## unit tests only
 	$(PY) -m pytest tests -k "not nbval"
 
 nbval-update: install  ## re-execute the checked notebook copies after changing a notebook
-	$(PY) -m kn_utils run --profile quick --output-dir tests/nbval
+	$(PY) -m kn_utils run --profile quick --output-dir tests/nbval --rerun
 
 benchmarks: install  ## speed figures (medians of several runs, ratio to a baseline measured in the same run)
 	$(PY) benchmarks/finetune.py

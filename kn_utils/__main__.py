@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -16,6 +17,8 @@ def _predict(args: argparse.Namespace) -> int:
     from .training import predict_logits
 
     try:
+        if args.max_residues is not None and not 1 <= args.max_residues <= MAX_ESM_RESIDUES:
+            raise ValueError(f"--max-residues {args.max_residues}: must be from 1 to {MAX_ESM_RESIDUES}")
         records = []
         for header, raw, line in read_fasta(args.fasta):
             record = header.split()[0] if header.split() else f"(line {line})"
@@ -57,12 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--to", dest="last", help="last stage, e.g. 02")
     run.add_argument("--output-dir", help="where the executed notebooks go (default runs/PROFILE/notebooks)")
     run.add_argument("--publish", action="store_true", help="then copy notebooks, results and figures into the repository")
+    run.add_argument("--rerun", action="store_true", help="run every stage, also those whose stamp says they are up to date")
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "YAML_VALUE"), default=[],
                      help="override one notebook parameter")
     study = commands.add_parser("study", help="run the whole study: every profile phase by phase (notebook 07 compares them)")
     study.add_argument("--profiles", nargs="+", default=None, help="profiles of the study (default: full full-accession)")
     study.add_argument("--jobs", type=int, default=1, help="profiles run side by side, sharing the CPU cores (default 1)")
     study.add_argument("--publish", action="store_true", help="then publish every profile into the repository")
+    study.add_argument("--rerun", action="store_true", help="run every stage, also those whose stamp says they are up to date")
     publish = commands.add_parser("publish", help="copy a finished run into notebooks/, results/ and figures/, then update README")
     publish.add_argument("--profile", default="full")
     commands.add_parser("report", help="regenerate README's Results section from results/*.json")
@@ -84,16 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     from .runner import STUDY_PROFILES, publish as publish_run, run_profile, run_study
 
     if args.command == "study":
-        run_study(args.profiles or STUDY_PROFILES, args.jobs, args.publish)
+        run_study(args.profiles or STUDY_PROFILES, args.jobs, args.publish, args.rerun)
     elif args.command == "run":
         from .runs import read_yaml
 
         overrides = {name: read_yaml(value) for name, value in args.parameter}
-        run_profile(args.profile, args.first, args.last, args.output_dir, overrides)
+        run_profile(args.profile, args.first, args.last, args.output_dir, overrides, rerun=args.rerun)
         if args.publish:
-            publish_run(args.profile)
+            publish_run(Path(args.profile).stem)  # a profile given as a YAML path runs and publishes under its stem
     else:
-        publish_run(args.profile)
+        publish_run(Path(args.profile).stem)
     return 0
 
 

@@ -85,6 +85,7 @@ def submodel(model, kept: np.ndarray, ablation: str = "zero", means: np.ndarray 
             block = slice(position * index.units, (position + 1) * index.units)
             gate, offset = keep[block], None if shift is None else shift[block]
             def hook(_module, _inputs, output, gate=gate, offset=offset):
+                """Zero (or set to `offset`) the projection's output units this submodel drops."""
                 gated_output = output * gate.to(output.dtype)
                 return gated_output if offset is None else gated_output + offset.to(output.dtype)
             handles.append(module.register_forward_hook(hook))

@@ -191,6 +191,9 @@ def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_len
     labels = pd.read_csv(labels_path, sep=separator, dtype=str)
     if not {"id", "ec_class"} <= set(labels.columns):
         raise DataFileError(f"{labels_path}: needs columns 'id' and 'ec_class', found {list(labels.columns)}")
+    repeated = labels["id"][labels["id"].duplicated()]
+    if len(repeated):  # which of two labels is meant cannot be guessed
+        raise DataFileError(f"{labels_path}: id {repeated.iloc[0]!r} (row {repeated.index[0] + 2}) is labelled more than once")
     ec_of = dict(zip(labels["id"], labels["ec_class"]))
     records, seen = [], set()
     for header, raw, line in read_fasta(fasta_path):
@@ -268,7 +271,11 @@ def split_dataset(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0
     if strategy == "random":
         _, test_index = train_test_split(np.arange(len(frame)), test_size=test_fraction, stratify=frame["label"], random_state=seed)
     elif strategy == "accession":
-        folds = StratifiedGroupKFold(n_splits=round(1 / test_fraction), shuffle=True, random_state=seed)
+        n_folds = round(1 / test_fraction)  # the held-out side is one of n stratified group folds: a share of 1/n
+        if abs(1 / n_folds - test_fraction) > 0.01:
+            raise ValueError(f"the accession split holds out one fold in n, 1/n of the records; {test_fraction!r} is not "
+                             f"within 0.01 of any 1/n (nearest: 1/{n_folds} = {1 / n_folds:.3f})")
+        folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
         _, test_index = next(folds.split(frame, frame["label"], groups=frame["accession"]))
     else:
         raise ValueError(f"unknown split strategy {strategy!r}; use 'random' or 'accession'")

@@ -48,7 +48,7 @@ class EsmClassifier(EsmForSequenceClassification):
 
 
 def pooling_of(model: EsmForSequenceClassification) -> str:
-    """What the classification head reads: 'cls' (also for folders saved before pooling was a setting) or 'mean'."""
+    """What the classification head reads: 'cls' (also for folders saved before pooling was a setting), 'mean' or 'max'."""
     return getattr(model.config, "classifier_pooling", "cls")
 
 

@@ -8,13 +8,14 @@ import numpy as np
 import pandas as pd
 
 from .data import EC_CLASSES
+from .provenance import atomic_path
 
 
 def save_figure(figure: plt.Figure, folder: str | Path, name: str) -> Path:
-    """Save `figure` as `folder/name.png` (150 dpi) and return the path."""
+    """Save `figure` as `folder/name.png` (150 dpi) through a temporary file, and return the path."""
     path = Path(folder) / f"{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150, bbox_inches="tight", metadata={"Software": None})
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=150, bbox_inches="tight", metadata={"Software": None})
     return path
 
 

@@ -20,8 +20,8 @@ from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import resolve_precision
-from .training import (_save_checkpoint, adamw, autocast, data_fingerprint, learning_rate_at, length_batches, load_checkpoint,
-                       optimiser_step)
+from .training import (_save_checkpoint, adamw, autocast, check_schedule, data_fingerprint, learning_rate_at, length_batches,
+                       load_checkpoint, optimiser_step, weights_fingerprint)
 
 RESIDUE_IDS = torch.tensor(sorted(TOKEN_ID[residue] for residue in STANDARD_RESIDUES))
 
@@ -46,6 +46,10 @@ class MLMConfig:
     log_every: int = 100  # steps per point of the loss curve
     checkpoint_every: int = 200
     fused_kernels: bool = True  # torch's fused GELU and AdamW, as in training.TrainConfig
+
+    def __post_init__(self) -> None:
+        """Refuse an unknown schedule now rather than warm up with a silent default."""
+        check_schedule(self.schedule)
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
@@ -102,8 +106,8 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
     optimizer = adamw(model, config.learning_rate, config.weight_decay, config.beta2, fused=config.fused_kernels)
     state = {"step": 0, "history": [], "train_seconds": 0.0, "train_tokens": 0, "window": [0.0, 0]}
-    fingerprint = data_fingerprint(sequences)
-    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "MLM", fingerprint)
+    fingerprint, start = data_fingerprint(sequences), weights_fingerprint(model)
+    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "MLM", fingerprint, start=start)
     if saved_state is not None:
         state = saved_state
         if state["step"] < config.steps:
@@ -111,8 +115,9 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     resumed_from = state["step"]
 
     def save() -> None:
-        _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(),
-                                           "optimizer": optimizer.state_dict(), "state": state})
+        """Write the checkpoint a resume (or a later run reusing the finished warm start) reads."""
+        _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "start": start,
+                                           "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
 
     with (attention_implementation(model, attention_kernel(precision, device)),  # the faster kernel of this precision
           fused_gelu(config.fused_kernels)):

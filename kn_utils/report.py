@@ -4,17 +4,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .provenance import REPO_ROOT
+from .provenance import REPO_ROOT, atomic_path, read_json
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def _load(results: Path, stage: str) -> dict | None:
+    """A committed result file, None when that stage has not been published (a corrupt one is named by read_json)."""
     path = results / f"{stage}.json"
-    return json.loads(path.read_text()) if path.exists() else None
+    return read_json(path) if path.exists() else None
 
 
 def _weights(result: dict) -> str:
+    """Which weights a result came from, in words: pretrained and from where, or random init, said plainly."""
     init = result.get("init", "unknown")
     if init == "pretrained":
         return f"pretrained ESM-2 weights (`{result.get('model_source')}`)"
@@ -34,6 +36,7 @@ def _pooling(finetune: dict) -> str:
 
 
 def _data_section(data: dict) -> list[str]:
+    """README lines for notebook 01: dataset size, split, class balance and drops by reason."""
     counts = data["counts"]
     per_class = {c: counts["train"][c] + counts["test"][c] for c in counts["train"]}
     reasons = sorted(data["dropped"].items(), key=lambda item: -item[1])
@@ -76,6 +79,7 @@ def _similarity_lines(finetune: dict) -> list[str]:
 
 
 def _finetune_section(finetune: dict) -> list[str]:
+    """README lines for notebook 02: test metrics against the baselines, time and throughput, the weights used."""
     epochs = len(finetune["history"])
     return [
         "### Fine-tuning (notebook 02)",
@@ -105,7 +109,14 @@ def _absolute(figures: dict, key: str) -> str:
     return "" if value is None else f", {value:.3f} for the absolute score"
 
 
+def _device(result: dict) -> str:
+    """The device a result file's stage ran on, as README names it: CPU, or the accelerator (cuda:0)."""
+    device = (result.get("provenance") or {}).get("device") or "cpu"
+    return "CPU" if device.startswith("cpu") else device
+
+
 def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
+    """README lines for notebooks 03-04: how stable and exact the activation and IG neuron scores are."""
     lines = ["### Neuron scores (notebooks 03–04)"]
     if activations:
         lines.append(f"Activation scores of all {activations['n_neurons']:,} neurons over {activations['n_examples']:,} test sequences "
@@ -115,7 +126,7 @@ def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
                      f"{ig['completeness_error_median']:.2%} (90th percentile {ig['completeness_error_p90']:.2%}); split-half Spearman "
                      f"{ig['split_half_spearman']:.3f} for the signed score{_absolute(ig, 'split_half_spearman')}; "
                      f"{ig['steps']} vs more steps Spearman {ig['steps_spearman']:.3f}{_absolute(ig, 'steps_spearman')}; "
-                     f"{ig['ig_seconds'] / 60:.1f} min for the whole test set on CPU, peak RSS {ig['peak_rss_mb']:,.0f} MB.")
+                     f"{ig['ig_seconds'] / 60:.1f} min for the whole test set on {_device(ig)}, peak RSS {ig['peak_rss_mb']:,.0f} MB.")
     return lines + [""]
 
 
@@ -134,6 +145,7 @@ def _markdown_safe(labels):
 
 
 def _ablation_section(ablation: dict) -> list[str]:
+    """README lines for notebook 05: submodel accuracy by rule and kept fraction against random selection."""
     from .ablation import paper_table1, table1
 
     frame = _submodels(ablation)
@@ -168,6 +180,7 @@ def _ablation_answers(frame, fractions: list[float]) -> list[str]:
 
 
 def _heatmaps_section(heatmaps: dict) -> list[str]:
+    """README lines for notebook 06: where the kept neurons sit, and which of the paper's claims the tests support."""
     import pandas as pd
 
     tests = pd.DataFrame(heatmaps["tests"])[["claim", "method", "sparsity", "statistic", "p_value", "p_holm"]]
@@ -187,6 +200,7 @@ def _claim_answers(tests) -> list[str]:
 
 
 def _class_neurons_section(record: dict) -> list[str]:
+    """README lines for notebook 07: class-specific neurons, their effects against matched random sets, motifs."""
     import pandas as pd
 
     specificity = pd.DataFrame(record["specificity"]).rename(columns={"neurons of class": "EC class"})
@@ -279,4 +293,5 @@ def update_readme(readme: Path = REPO_ROOT / "README.md") -> None:
         raise ValueError(f"{readme}: no {BEGIN} ... {END} markers")
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{render(readme.parent / 'results')}\n{END}{tail}")
+    with atomic_path(readme) as temporary:
+        temporary.write_text(f"{head}{BEGIN}\n{render(readme.parent / 'results')}\n{END}{tail}")

@@ -9,14 +9,25 @@ from pathlib import Path
 
 from .provenance import REPO_ROOT
 from .sources import MIRROR_ENV
-from .runs import load_profile, notebook_parameters, run_dir
+from .runs import (RUNS_ENV, clear_stamp, load_profile, notebook_parameters, run_dir, runs_root, stage_is_current, stage_key,
+                   stamp_path, write_stamp)
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
 
 
+def stage_number(stage: str | int | None) -> str | None:
+    """A stage as its two-digit prefix (`3` and `03` both name notebook 03), None left as is; anything else refused."""
+    if stage is None:
+        return None
+    if not str(stage).isdigit():
+        raise ValueError(f"stage {stage!r}: expected a notebook number such as 02")
+    return f"{int(stage):02d}"
+
+
 def stage_notebooks(first: str | None = None, last: str | None = None) -> list[Path]:
-    """The numbered notebooks `NN_name.ipynb`, in order, from stage `first` to `last` (two-digit prefixes)."""
+    """The numbered notebooks `NN_name.ipynb`, in order, from stage `first` to `last` (numbers, e.g. 2 or 02)."""
+    first, last = stage_number(first), stage_number(last)
     notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
     return [nb for nb in notebooks if (first is None or nb.name[:2] >= first) and (last is None or nb.name[:2] <= last)]
 
@@ -64,8 +75,17 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
     """
     import papermill
 
+    notebooks = stage_notebooks(first, last)
+    if not notebooks:
+        raise ValueError(f"no notebook from stage {first or 'first'} to {last or 'last'} (stages: "
+                         f"{', '.join(nb.name[:2] for nb in stage_notebooks())})")
+    unknown_sections, unknown_common = profile_typos(profile)
+    if unknown_sections or unknown_common:
+        raise ValueError(f"profile {profile!r}: " + "; ".join(
+            ([f"section(s) {', '.join(unknown_sections)} name no notebook"] if unknown_sections else [])
+            + ([f"common setting(s) {', '.join(unknown_common)} no notebook declares"] if unknown_common else [])))
     plan, declared_anywhere = [], set()
-    for notebook in stage_notebooks(first, last):
+    for notebook in notebooks:
         declared = papermill.inspect_notebook(str(notebook))
         declared_anywhere |= set(declared)
         unknown = undeclared_parameters(profile, notebook, declared)
@@ -79,6 +99,9 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
         for name in PATH_PARAMETERS:  # kernels run in notebooks/: a path relative to where the command ran must not move
             if parameters.get(name):
                 parameters[name] = str(Path(parameters[name]).expanduser().resolve())
+        source = parameters.get("model_source")
+        if source and Path(source).expanduser().exists():  # a local folder, not a hub id: the same for it
+            parameters["model_source"] = str(Path(source).expanduser().resolve())
         plan.append((notebook, parameters))
     ignored = sorted(set(overrides or {}) - declared_anywhere)
     if ignored:
@@ -87,24 +110,74 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
     return plan
 
 
+def profile_typos(profile: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """A profile's sections that name no notebook, and its `common` settings no notebook declares: typos, which
+    would otherwise change nothing without a word (`02_fintune:`, `sed: 1`)."""
+    import papermill
+
+    spec, notebooks = load_profile(profile), stage_notebooks()
+    sections = sorted(set(spec) - {"common"} - {notebook.stem for notebook in notebooks})
+    declared = {"profile"}.union(*(papermill.inspect_notebook(str(notebook)) for notebook in notebooks))
+    return sections, sorted(set(spec.get("common") or {}) - declared)
+
+
+def dataset_mismatches(run: Path, stage: str) -> list[str]:
+    """Result files of `run` that record another dataset than its dataset.parquet, as far as stage `stage` reads them.
+
+    Notebook 02 reads data.json; 03 onwards also read the model whose finetune.json names the data it was trained on:
+    after notebook 01 rebuilds the dataset, a stage run on from 03 would score the old model on a new test set.
+    """
+    from .data import load_dataset, sequence_checksum
+    from .provenance import read_json
+
+    parquet = run / "dataset.parquet"
+    stage = stage_number(stage)
+    readers = () if stage < "02" else ("data.json",) if stage == "02" else ("data.json", "finetune.json")
+    present = [run / name for name in readers if (run / name).exists()]
+    if not present or not parquet.exists():
+        return []  # nothing to disagree with; the notebook names what is missing
+    actual = sequence_checksum(load_dataset(parquet))
+    recorded = {path: read_json(path).get("provenance", {}).get("inputs", {}).get("dataset_sha256") for path in present}
+    return [f"{path} records dataset {checksum[:12]}, but {parquet} holds {actual[:12]}"
+            for path, checksum in recorded.items() if checksum and checksum != actual]
+
+
 def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
-                overrides: dict | None = None, log_output: bool = False) -> list[Path]:
-    """Execute the notebooks of a profile in order; executed copies go to `output_dir` (default runs/<profile>/notebooks)."""
+                overrides: dict | None = None, log_output: bool = False, rerun: bool = False) -> list[Path]:
+    """Execute the notebooks of a profile in order; executed copies go to `output_dir` (default runs/<profile>/notebooks).
+
+    A stage whose stamp says it finished with the same notebook, code, packages, parameters and earlier stages is
+    skipped (runs.stage_key), so a rerun picks up at the first stage that changed or did not finish; `rerun` runs all.
+    """
     import papermill
 
     profile_name = Path(profile).stem
-    if os.environ.get(MIRROR_ENV):  # kernels run in notebooks/: make a relative mirror path absolute first
-        os.environ[MIRROR_ENV] = str(Path(os.environ[MIRROR_ENV]).expanduser().resolve())
+    for variable in (MIRROR_ENV, RUNS_ENV):  # kernels run in notebooks/: make a relative path absolute first
+        if os.environ.get(variable):
+            os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
     plan = stage_parameters(profile, first, last, overrides)
     output_dir = Path(output_dir) if output_dir else run_dir(profile_name) / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
+    run = run_dir(profile_name)
     executed = []
     for notebook, parameters in plan:
         started = time.perf_counter()
-        print(f"[{profile_name}] {notebook.name} ...", flush=True)
         target = output_dir / notebook.name
+        mismatches = dataset_mismatches(run, notebook.name[:2])
+        if mismatches:
+            raise RuntimeError(f"{notebook.name}: " + "; ".join(mismatches) + ". The dataset was rebuilt after the stages "
+                               "that read it: run again from the stage that wrote the stale file (01 or 02)")
+        compared = parameters.get("compare_profile")
+        key = stage_key(run, notebook, parameters, (runs_root() / compared,) if compared else ())
+        if not rerun and stage_is_current(run, notebook, key, target):
+            print(f"[{profile_name}] {notebook.name} up to date ({stamp_path(run, notebook)}), skipped", flush=True)
+            executed.append(target)
+            continue
+        print(f"[{profile_name}] {notebook.name} ...", flush=True)
+        clear_stamp(run, notebook)
         papermill.execute_notebook(str(notebook), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
                                    kernel_name="python3", progress_bar=False, log_output=log_output)
+        write_stamp(run, notebook, key, target, time.perf_counter() - started)
         print(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s", flush=True)
         executed.append(target)
     return executed
@@ -143,7 +216,7 @@ def study_phases(profiles: tuple[str, ...] | list[str]) -> list[tuple[str | None
     accession split side by side), so every run must have finished the stages before it first. Without such a stage
     the whole study is one phase.
     """
-    others = set(profiles)
+    others = {Path(profile).stem for profile in profiles}  # a profile given as a YAML path is named by its stem
     for notebook in stage_notebooks():
         if any(notebook_parameters(profile, notebook.name).get("compare_profile") in others - {Path(profile).stem}
                for profile in profiles):
@@ -152,21 +225,23 @@ def study_phases(profiles: tuple[str, ...] | list[str]) -> list[tuple[str | None
     return [(None, None)]
 
 
-def stage_command(profile: str, first: str | None, last: str | None) -> list[str]:
+def stage_command(profile: str, first: str | None, last: str | None, rerun: bool = False) -> list[str]:
     """The `python -m kn_utils run` command line for one profile's stage range."""
     import sys
 
     command = [sys.executable, "-m", "kn_utils", "run", "--profile", profile]
-    return command + (["--from", first] if first else []) + (["--to", last] if last else [])
+    return command + (["--from", first] if first else []) + (["--to", last] if last else []) + (["--rerun"] if rerun else [])
 
 
-def run_study(profiles: tuple[str, ...] | list[str] = STUDY_PROFILES, jobs: int = 1, publish_runs: bool = False) -> None:
+def run_study(profiles: tuple[str, ...] | list[str] = STUDY_PROFILES, jobs: int = 1, publish_runs: bool = False,
+              rerun: bool = False) -> None:
     """Run every profile of the study phase by phase, `jobs` profiles at a time, then publish each when asked.
 
     Each profile runs in its own process with an equal share of the CPU cores (OMP_NUM_THREADS), its output
-    appended to `runs/<profile>/study.log`. Stages cache their outputs, so a rerun picks up where a killed one stopped.
-    With one job the profiles run one after another with every core, which keeps each stage's timing comparable
-    with a run of that profile alone; with two, the study takes less wall time on a multi-core CPU.
+    appended to `runs/<profile>/study.log`. Finished stages are skipped (run_profile), so a rerun picks up where a
+    killed one stopped; `rerun` runs every stage. With one job the profiles run one after another with every core, which
+    keeps each stage's timing comparable with a run of that profile alone; with two, the study takes less wall time on a
+    multi-core CPU.
     """
     import subprocess
 
@@ -186,7 +261,7 @@ def run_study(profiles: tuple[str, ...] | list[str] = STUDY_PROFILES, jobs: int 
                 print(f"[study] {profile}: stages {first or 'first'} to {last or 'last'} on {threads} thread(s), log {log}",
                       flush=True)
                 with open(log, "a") as handle:
-                    running.append((profile, log, subprocess.Popen(stage_command(profile, first, last), stdout=handle,
+                    running.append((profile, log, subprocess.Popen(stage_command(profile, first, last, rerun), stdout=handle,
                                                                    stderr=subprocess.STDOUT, env=environment,
                                                                    cwd=REPO_ROOT)))
             failed = [(profile, log) for profile, log, process in running if process.wait() != 0]

@@ -61,15 +61,25 @@ class TrainConfig:
             raise ValueError(f"class_weighting must be one of {CLASS_WEIGHTINGS}, not {self.class_weighting!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, not {self.precision!r}")
+        check_schedule(self.schedule)
         for name in ("mask_fraction", "label_smoothing", "ema_decay"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), not {getattr(self, name)!r}")
-        if not 0.0 <= self.start_shift <= MAX_START_SHIFT:
-            raise ValueError(f"start_shift must be in [0, {MAX_START_SHIFT}] residues, not {self.start_shift!r}")
+        if not (self.start_shift == 0.0 or 1.0 <= self.start_shift <= MAX_START_SHIFT):  # a geometric mean is at least 1
+            raise ValueError(f"start_shift must be 0 (off) or in [1, {MAX_START_SHIFT}] residues, not {self.start_shift!r}")
 
     def as_dict(self) -> dict:
         """Plain dict for result files."""
         return asdict(self)
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def check_schedule(schedule: str) -> None:
+    """Refuse an unknown learning-rate schedule by name: a typo must not train with cosine decay unannounced."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
 
 
 def length_batches(lengths: np.ndarray, max_tokens: int, rng: np.random.Generator | None = None) -> list[np.ndarray]:
@@ -109,6 +119,7 @@ class CompiledForward:
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
+        """Keep the eager model beside its compiled twin, to fall back on when compilation fails."""
         self.model = model
         self.compiled = torch.compile(model, dynamic=True)
 
@@ -244,6 +255,17 @@ def data_fingerprint(sequences: list[str], labels: np.ndarray | None = None) -> 
     return digest.hexdigest()
 
 
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """SHA-256 of the weights a run starts from, so that a checkpoint resumes only from its own starting point.
+
+    It tells apart another init, init_std, model_source, seed or warm start, none of which the config records.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode() + b"\n" + tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
 def weight_average(model, decay: float) -> torch.optim.swa_utils.AveragedModel | None:
     """An exponential moving average of `model`'s weights (torch's AveragedModel), or None when `decay` is 0."""
     if decay == 0.0:
@@ -251,13 +273,15 @@ def weight_average(model, decay: float) -> torch.optim.swa_utils.AveragedModel |
     return torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(decay))
 
 
-def load_checkpoint(path: Path, config, model, optimizer, kind: str, data: str, averaged=None) -> dict | None:
+def load_checkpoint(path: Path, config, model, optimizer, kind: str, data: str, averaged=None,
+                    start: str | None = None) -> dict | None:
     """Restore model, optimiser (and the weight average `averaged`) from `path`; return its saved state, None when absent.
 
     Refuses (naming the file) a checkpoint that cannot be read, was written with other `kind` settings than the
-    dataclass `config`, or was trained on other data than the `data` fingerprint (`data_fingerprint`): after
-    notebook 01 rebuilds the dataset, a finished fine-tuning of the old split must not pass for this one. A setting
-    the checkpoint predates counts as its default, so a release that adds a knob keeps old runs resumable.
+    dataclass `config`, was trained on other data than the `data` fingerprint (`data_fingerprint`), or started from
+    other weights than the `start` fingerprint (`weights_fingerprint`): after notebook 01 rebuilds the dataset, or a
+    new init_std or model_source, a finished run of the old settings must not pass for this one. A setting or
+    fingerprint the checkpoint predates counts as matching, so a release that adds a knob keeps old runs resumable.
     """
     if not path.exists():
         return None
@@ -271,6 +295,9 @@ def load_checkpoint(path: Path, config, model, optimizer, kind: str, data: str, 
         trained_on = f"data with fingerprint {saved['data'][:12]}" if "data" in saved else "data it does not record"
         raise RuntimeError(f"{path}: this {kind} checkpoint was trained on {trained_on}, not on this run's "
                            f"(fingerprint {data[:12]}); delete it to start over")
+    if start is not None and saved.get("start", start) != start:
+        raise RuntimeError(f"{path}: this {kind} checkpoint started from other weights than this run's (another init, "
+                           "init_std, model_source, seed or warm start); delete it to start over")
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     if averaged is not None:
@@ -310,9 +337,9 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                                         label_smoothing=config.label_smoothing)
     optimizer = adamw(model, config.learning_rate, config.weight_decay, fused=config.fused_kernels)
     state = {"step": 0, "history": [], "train_tokens": 0, "train_seconds": 0.0}
-    fingerprint = data_fingerprint(train_sequences, train_labels)
+    fingerprint, start = data_fingerprint(train_sequences, train_labels), weights_fingerprint(model)
     averaged = weight_average(model, config.ema_decay)
-    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "training", fingerprint, averaged)
+    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "training", fingerprint, averaged, start)
     if saved_state is not None:
         state = saved_state
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
@@ -320,8 +347,9 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
 
     def checkpoint() -> dict:
         """Everything a killed run needs to resume: settings, data fingerprint, weights, optimiser, average, state."""
-        return {"config": config.as_dict(), "data": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "averaged": None if averaged is None else averaged.state_dict(), "state": state}
+        return {"config": config.as_dict(), "data": fingerprint, "start": start, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "averaged": None if averaged is None else averaged.state_dict(),
+                "state": state}
     with attention_implementation(model, attention_kernel(precision, device)), fused_gelu(config.fused_kernels):
         model.train()
         forward = CompiledForward(model) if config.torch_compile else model
@@ -335,7 +363,8 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
             tokens = mask_residues([encode(s) for s in crops], config.mask_fraction, np.random.default_rng([config.seed, epoch, 1]))
             batches = length_batches(lengths, config.max_tokens, epoch_rng)  # unshifted: every epoch has steps_per_epoch
             torch.manual_seed(config.seed * 100_003 + epoch)
-            started, epoch_loss, epoch_examples = time.perf_counter(), 0.0, 0
+            started = time.perf_counter()
+            epoch_loss, epoch_examples = state.pop("epoch_loss", (0.0, 0)) if offset else (0.0, 0)  # a resume's share
             for batch in batches[offset:]:
                 for group in optimizer.param_groups:
                     group["lr"] = learning_rate_at(state["step"], total_steps, config)
@@ -358,7 +387,9 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                 if (stopping or state["step"] % config.checkpoint_every == 0) and state["step"] % steps_per_epoch:
                     state["train_seconds"] += time.perf_counter() - started
                     started = time.perf_counter()
+                    state["epoch_loss"] = (epoch_loss, epoch_examples)  # so a resumed epoch's train_loss covers all of it
                     _save_checkpoint(checkpoint_path, checkpoint())
+                    del state["epoch_loss"]
                 if stopping:
                     bar.close()
                     return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "stopped_early": True}

@@ -132,6 +132,13 @@ def test_validation_split_holds_out_part_of_train_and_never_a_test_record(strate
         data.validation_split(train, 0.7)
 
 
+def test_the_accession_split_holds_out_the_share_asked_or_refuses():
+    frame = _synthetic(n_per_class=100, accessions_per_class=50)
+    assert abs((data.split_dataset(frame, 0.15, seed=0, strategy="accession")["split"] == "test").mean() - 1 / 7) < 0.03
+    with pytest.raises(ValueError, match=r"0.4 is not within 0.01 of any 1/n \(nearest: 1/2 = 0.500\)"):
+        data.split_dataset(frame, 0.4, seed=0, strategy="accession")
+
+
 def test_cap_per_class():
     capped = data.cap_per_class(_synthetic(), 7, seed=0)
     assert capped.groupby("label").size().tolist() == [7] * 6
@@ -146,6 +153,9 @@ def test_labelled_fasta_round_trip_and_errors(tmp_path):
     assert frame["ec_class"].tolist() == [3, 2] and frame["length"].tolist() == [20, 10]
     labels.write_text("id,ec_class\nenzA,9\nenzB,2\n")
     with pytest.raises(DataFileError, match=r"labels.csv: record 'enzA': unknown label '9'"):
+        data.load_labelled_fasta(fasta, labels)
+    labels.write_text("id,ec_class\nenzA,1\nenzB,2\nenzA,3\n")
+    with pytest.raises(DataFileError, match=r"labels.csv: id 'enzA' \(row 4\) is labelled more than once"):
         data.load_labelled_fasta(fasta, labels)
     labels.write_text("id,ec_class\nenzA,1\n")
     with pytest.raises(DataFileError, match=r"no label for record 'enzB'"):

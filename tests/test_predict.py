@@ -49,6 +49,14 @@ def test_reading_beyond_the_training_window_warns(tmp_path, model_folder, capsys
     assert warnings == {None: False, "64": False, "32": False, "100": True}
 
 
+@pytest.mark.parametrize("window", ["0", "-5", "2000"])
+def test_a_window_esm2_cannot_read_is_refused(tmp_path, model_folder, capsys, window):
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">a\nMKTAY\n")
+    assert main(["predict", "--model", str(model_folder), "--max-residues", window, str(fasta)]) == 2
+    assert capsys.readouterr().err == f"error: --max-residues {window}: must be from 1 to 1022\n"
+
+
 @pytest.mark.parametrize("body, message", [
     (">good\nMKTAY\n>bad1\nMKT@AY\n", r"record 'bad1': invalid residue\(s\) '@'"),
     (">good\nMKTAY\n>empty\n", r"record 'empty': empty sequence"),

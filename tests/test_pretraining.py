@@ -68,7 +68,7 @@ def test_killed_mlm_resumes_to_the_same_weights_and_curve(tiny_config, tmp_path)
     assert [p["loss"] for p in outcome["history"]] == [p["loss"] for p in full["history"]]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    again = pretrain_mlm(masked_lm(tiny_config, seed=1), sequences, config, tmp_path / "b", progress=False)
+    again = pretrain_mlm(masked_lm(tiny_config, seed=0), sequences, config, tmp_path / "b", progress=False)
     assert again["resumed_from_step"] == config.steps  # a finished pass is reused, not repeated
 
 
@@ -79,6 +79,10 @@ def test_mlm_resume_with_other_settings_or_data_or_a_corrupt_file_is_refused(tin
         pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=3), tmp_path, progress=False)
     with pytest.raises(RuntimeError, match="mlm.pt: this MLM checkpoint was trained on data with fingerprint"):
         pretrain_mlm(masked_lm(tiny_config, 0), sequences[1:], _config(steps=2), tmp_path, progress=False)
+    wider_init = tiny_config.__class__(**{**tiny_config.to_dict(), "initializer_range": 0.05})  # -p init_std 0.05
+    for other_start in (masked_lm(tiny_config, 1), masked_lm(wider_init, 0)):
+        with pytest.raises(RuntimeError, match="mlm.pt: this MLM checkpoint started from other weights"):
+            pretrain_mlm(other_start, sequences, _config(steps=2), tmp_path, progress=False)
     (tmp_path / "mlm.pt").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="mlm.pt: corrupt MLM checkpoint"):
         pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=2), tmp_path, progress=False)

@@ -1,8 +1,10 @@
 """Profiles: sections merge in order, `extends` overrides a base profile key by key."""
 import configparser
+import json
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from kn_utils.report import _mlm_share
@@ -149,7 +151,7 @@ def test_run_study_orders_phases_splits_cores_and_names_a_failed_profile(tmp_pat
     script = ("import os, sys, time; time.sleep(0.2 if sys.argv[1] == 'a' else 0); "
               "open(sys.argv[4], 'a').write(f\"{sys.argv[1]} {sys.argv[2]} {sys.argv[3]} {os.environ['OMP_NUM_THREADS']}\\n\"); "
               "sys.exit(sys.argv[1] == 'bad' and sys.argv[3] == 'None')")
-    monkeypatch.setattr(runner, "stage_command", lambda profile, first, last: [
+    monkeypatch.setattr(runner, "stage_command", lambda profile, first, last, rerun: [
         sys.executable, "-c", script, profile, str(first), str(last), str(record)])
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
     runner.run_study(["a", "b"], jobs=jobs)
@@ -161,3 +163,101 @@ def test_run_study_orders_phases_splits_cores_and_names_a_failed_profile(tmp_pat
         runner.run_study(["a", "bad"], jobs=jobs)
     with pytest.raises(ValueError, match="jobs must be at least 1"):
         runner.run_study(["a"], jobs=0)
+
+
+def test_a_profile_section_or_common_setting_no_notebook_reads_stops_the_run(tmp_path):
+    (tmp_path / "typos.yaml").write_text("extends: quick\ncommon:\n  sed: 1\n02_fintune:\n  epochs: 1\n")
+    with pytest.raises(ValueError, match=r"section\(s\) 02_fintune name no notebook; common setting\(s\) sed no notebook"):
+        run_profile(str(tmp_path / "typos.yaml"), first="02", last="02", output_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_stages_are_numbers_with_or_without_the_leading_zero():
+    assert stage_notebooks("3", "4") == stage_notebooks("03", "04") != []
+    assert [notebook.name[:2] for notebook in stage_notebooks(2, 2)] == ["02"]
+    with pytest.raises(ValueError, match=r"no notebook from stage 9 to last \(stages: 01, 02"):
+        stage_parameters("quick", first="9")
+    with pytest.raises(ValueError, match=r"stage 'x3': expected a notebook number"):
+        stage_notebooks("x3")
+
+
+def test_a_local_model_folder_is_made_absolute_and_a_hub_id_left_alone(tmp_path, monkeypatch):
+    (tmp_path / "weights").mkdir()
+    monkeypatch.chdir(tmp_path)  # kernels run in notebooks/, so `weights` must not be read from there
+    for source, expected in (("weights", str(tmp_path / "weights")), ("facebook/esm2_t6_8M_UR50D", "facebook/esm2_t6_8M_UR50D")):
+        ((_, parameters),) = stage_parameters("quick", "02", "02", overrides={"model_source": source})
+        assert parameters["model_source"] == expected
+
+
+def test_profiles_given_as_paths_split_the_study_and_publish_under_their_stems(tmp_path, monkeypatch):
+    from kn_utils import __main__ as cli, runner
+
+    (tmp_path / "mine.yaml").write_text("extends: full\n")
+    (tmp_path / "mine-accession.yaml").write_text("extends: full-accession\n07_class_neurons:\n  compare_profile: mine\n")
+    assert study_phases([str(tmp_path / "mine.yaml"), str(tmp_path / "mine-accession.yaml")]) == [(None, "06"), ("07", None)]
+    published = []
+    monkeypatch.setattr(runner, "publish", published.append)
+    assert cli.main(["publish", "--profile", str(tmp_path / "mine.yaml")]) == 0
+    assert published == ["mine"]
+
+
+def test_a_stage_never_runs_on_a_dataset_its_inputs_were_not_built_from(tmp_path, monkeypatch):
+    from kn_utils import data, provenance
+    from kn_utils.runner import dataset_mismatches
+
+    run = tmp_path / "runs" / "quick"
+    frame = pd.DataFrame({"id": ["a", "b"], "ec_class": [1, 2], "label": [0, 1], "sequence": ["MKV", "MLL"],
+                          "length": [3, 3], "split": ["train", "test"]})
+    data.save_dataset(frame, run / "dataset.parquet")
+    checksum = data.sequence_checksum(frame)
+    for stage in ("data", "finetune"):
+        provenance.write_result(run, stage, {}, {}, inputs={"dataset_sha256": checksum})
+    assert all(dataset_mismatches(run, stage) == [] for stage in ("01", "02", "3", "07"))
+    data.save_dataset(frame.assign(split=["test", "train"]), run / "dataset.parquet")  # notebook 01 re-run, another split
+    assert dataset_mismatches(run, "01") == []  # it writes the dataset, it does not read it
+    assert [line.split(" records")[0] for line in dataset_mismatches(run, "02")] == [str(run / "data.json")]
+    assert [line.split(" records")[0] for line in dataset_mismatches(run, "05")] == [str(run / "data.json"),
+                                                                                    str(run / "finetune.json")]
+    monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))
+    with pytest.raises(RuntimeError, match=r"03_activations.ipynb: .*data.json records dataset .* run again from the stage"):
+        run_profile("quick", first="03", last="03", output_dir=tmp_path / "out")
+
+
+def test_a_rerun_skips_the_stages_that_finished_with_the_same_inputs_and_resumes_at_the_first_that_did_not(tmp_path,
+                                                                                                             monkeypatch):
+    import papermill
+
+    monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))
+    calls, fail_at = [], {"stage": None}
+
+    def execute(notebook, target, parameters, **_):
+        """papermill's stand-in: records the stage, writes its executed copy, or dies as a killed kernel would."""
+        stage = Path(notebook).name[:2]
+        calls.append(stage)
+        if stage == fail_at["stage"]:
+            raise RuntimeError("kernel died")
+        Path(target).write_text(json.dumps({"stage": stage, "parameters": parameters, "run": len(calls)}))
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute)
+    out = tmp_path / "out"
+
+    def ran(**options) -> list[str]:
+        calls.clear()
+        run_profile("quick", output_dir=out, **options)
+        return calls[:]
+
+    every = [notebook.name[:2] for notebook in stage_notebooks()]
+    assert ran() == every
+    assert ran() == []  # all up to date
+    assert ran(overrides={"epochs": 3}) == every[1:]  # fine-tuning changed: it and every stage after it
+    assert ran(overrides={"epochs": 3}) == []
+    (out / "05_ablation.ipynb").unlink()
+    assert ran(overrides={"epochs": 3}) == every[4:]  # its executed copy is gone; the stages after it read its outputs
+    fail_at["stage"] = "04"
+    with pytest.raises(RuntimeError, match="kernel died"):
+        ran(rerun=True)
+    assert not (tmp_path / "runs" / "quick" / "stages" / "04_integrated_gradients.json").exists()
+    fail_at["stage"] = None
+    assert ran() == every[3:]  # 01-03 finished again before the kill, with the profile's own epochs
+    (out / "06_heatmaps.ipynb").write_text("{}")  # an executed copy that is not the one the stage wrote
+    assert ran() == every[5:]

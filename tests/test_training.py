@@ -161,7 +161,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path,
     sequences, labels = toy_task
     config = _config(epochs=2, checkpoint_every=2, precision="bf16", ema_decay=ema_decay)
     straight = random_classifier(tiny_config, 0, "eager")
-    train(straight, sequences, labels, sequences, labels, config, tmp_path / "a", progress=False)
+    straight_outcome = train(straight, sequences, labels, sequences, labels, config, tmp_path / "a", progress=False)
     interrupted = random_classifier(tiny_config, 0, "eager")
     partial = train(interrupted, sequences, labels, sequences, labels, config, tmp_path / "b", progress=False, stop_after_steps=3)
     assert partial["stopped_early"] and partial["step"] == 3
@@ -170,6 +170,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_config, toy_task, tmp_path,
     assert outcome["resumed_from_step"] == 3
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+    assert [h["train_loss"] for h in outcome["history"]] == [h["train_loss"] for h in straight_outcome["history"]]
 
 
 def test_resume_with_other_settings_is_refused(tiny_config, toy_task, tmp_path):
@@ -200,6 +201,20 @@ def test_a_checkpoint_never_resumes_on_other_training_data(tiny_config, toy_task
         train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
 
 
+def test_a_checkpoint_never_resumes_from_other_starting_weights(tiny_config, toy_task, tmp_path):
+    sequences, labels = toy_task
+    config = _config(epochs=1)
+    train(random_classifier(tiny_config, 0, "eager"), sequences, labels, sequences, labels, config, tmp_path, progress=False,
+          stop_after_steps=1)
+    other_seed = random_classifier(tiny_config, 1, "eager")  # as another seed, init_std, model_source or warm start gives
+    with pytest.raises(RuntimeError, match="last.pt: this training checkpoint started from other weights"):
+        train(other_seed, sequences, labels, sequences, labels, config, tmp_path, progress=False)
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=False)
+    del checkpoint["start"]  # as written before checkpoints carried it: trusted, as before
+    torch.save(checkpoint, tmp_path / "last.pt")
+    assert train(other_seed, sequences, labels, sequences, labels, config, tmp_path, progress=False)["resumed_from_step"] == 1
+
+
 def test_a_checkpoint_that_predates_a_setting_resumes_at_its_default(tiny_config, toy_task, tmp_path):
     sequences, labels = toy_task
     model = random_classifier(tiny_config, 0, "eager")
@@ -209,7 +224,8 @@ def test_a_checkpoint_that_predates_a_setting_resumes_at_its_default(tiny_config
     torch.save(checkpoint, tmp_path / "last.pt")
     with pytest.raises(RuntimeError, match="other training settings"):
         train(model, sequences, labels, sequences, labels, _config(epochs=1, mask_fraction=0.15), tmp_path, progress=False)
-    outcome = train(model, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
+    fresh = random_classifier(tiny_config, 0, "eager")  # a new process starts from the same initial weights
+    outcome = train(fresh, sequences, labels, sequences, labels, _config(epochs=1), tmp_path, progress=False)
     assert outcome["resumed_from_step"] == 1
 
 
@@ -255,9 +271,9 @@ def test_augmented_training_still_learns_and_resumes_identically(augmentation, t
     outcome = train(model, sequences, labels, sequences, labels, _config(**augmentation), tmp_path / "a",
                     classification_metrics, progress=False)
     assert outcome["history"][-1]["accuracy"] > max(before, majority_baseline(labels, labels)) + 0.2
-    killed = random_classifier(tiny_config, 0, "eager")
-    train(killed, sequences, labels, sequences, labels, _config(**augmentation), tmp_path / "b", progress=False,
-          stop_after_steps=7)
+    train(random_classifier(tiny_config, 0, "eager"), sequences, labels, sequences, labels, _config(**augmentation),
+          tmp_path / "b", progress=False, stop_after_steps=7)
+    killed = random_classifier(tiny_config, 0, "eager")  # a fresh process: weights come from the checkpoint
     train(killed, sequences, labels, sequences, labels, _config(**augmentation), tmp_path / "b", progress=False)
     for name, weight in model.state_dict().items():
         torch.testing.assert_close(killed.state_dict()[name], weight)
@@ -268,9 +284,9 @@ def test_the_weight_average_is_an_exponential_moving_average_of_the_steps_and_le
     sequences, labels = toy_task
     decay = 0.8
     plain = _config(epochs=1)
-    live = random_classifier(tiny_config, 0, "eager")
     steps = []  # the live weights after each step, from a run stopped and resumed one step at a time
     while True:
+        live = random_classifier(tiny_config, 0, "eager")  # each resume a fresh process: weights from the checkpoint
         outcome = train(live, sequences, labels, sequences, labels, plain, tmp_path / "live", progress=False,
                         stop_after_steps=1)
         steps.append({name: tensor.clone() for name, tensor in live.state_dict().items()})
@@ -323,7 +339,15 @@ def test_shifted_starts_keep_the_epochs_batches(tiny_config, toy_task, tmp_path)
     assert [record["step"] for record in outcome["history"]] == [len(plain), 2 * len(plain), 3 * len(plain)]
 
 
-@pytest.mark.parametrize("value", [-1.0, MAX_START_SHIFT + 1])
+@pytest.mark.parametrize("value", [-1.0, 0.5, MAX_START_SHIFT + 1])
 def test_an_out_of_range_start_shift_is_refused_before_training(value):
-    with pytest.raises(ValueError, match="start_shift must be in"):
+    with pytest.raises(ValueError, match="start_shift must be 0 \\(off\\) or in \\[1, "):
         TrainConfig(start_shift=value)
+
+
+def test_an_unknown_schedule_is_refused_before_training():
+    from kn_utils.pretraining import MLMConfig
+
+    for config in (TrainConfig, MLMConfig):
+        with pytest.raises(ValueError, match="schedule must be one of \\('constant', 'cosine'\\), not 'cosin'"):
+            config(schedule="cosin")
