@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .neurons import PROJECTIONS, NeuronIndex, projections
+from .neurons import PROJECTIONS, NeuronIndex, gated
 
 METHODS = ("random", "activation", "ig_signed", "ig_absolute")
 
@@ -79,20 +79,8 @@ def submodel(model, kept: np.ndarray, ablation: str = "zero", means: np.ndarray 
         shift = (1 - keep) * torch.as_tensor(means, dtype=torch.float32, device=keep.device)
     else:
         raise ValueError(f"ablation must be 'zero' or 'mean', not {ablation!r}")
-    handles = []
-    try:
-        for position, module in enumerate(projections(model)):
-            block = slice(position * index.units, (position + 1) * index.units)
-            gate, offset = keep[block], None if shift is None else shift[block]
-            def hook(_module, _inputs, output, gate=gate, offset=offset):
-                """Zero (or set to `offset`) the projection's output units this submodel drops."""
-                gated_output = output * gate.to(output.dtype)
-                return gated_output if offset is None else gated_output + offset.to(output.dtype)
-            handles.append(module.register_forward_hook(hook))
+    with gated(model, keep, shift):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def plan_sweep(keep_fractions: list[float], random_seeds: int, curve_fractions: list[float] = ()) -> list[dict]:

@@ -71,20 +71,27 @@ def projections(model) -> list[torch.nn.Linear]:
 
 
 @contextlib.contextmanager
-def gated(model, gates: torch.Tensor) -> Iterator[None]:
-    """Multiply every projection's output by its slice of `gates` while the block runs.
+def gated(model, gates: torch.Tensor, offsets: torch.Tensor | None = None) -> Iterator[None]:
+    """Multiply every projection's output by its slice of `gates` (then add its slice of `offsets`, when given)
+    while the block runs.
 
-    `gates` has shape (size,) for one gate per neuron, or (batch, size) for one per example; the hooks are
-    removed on exit, whatever happens inside.
+    `gates` has shape (size,) for one gate per neuron, or (batch, size) for one per example; `offsets` (size,) sets
+    gated-off neurons to a constant (mean ablation). The hooks are removed on exit, whatever happens inside.
     """
     index = NeuronIndex.of(model)
     if gates.shape[-1] != index.size:
         raise ValueError(f"gates have {gates.shape[-1]} entries, the model has {index.size} neurons")
     handles = []
     try:
-        for module, gate in zip(projections(model), index.split(gates)):
+        slices = index.split(offsets) if offsets is not None else [None] * index.n_layers * len(PROJECTIONS)
+        for module, gate, offset in zip(projections(model), index.split(gates), slices):
             shaped = gate[:, None, :] if gate.ndim == 2 else gate
-            handles.append(module.register_forward_hook(lambda _m, _i, output, g=shaped: output * g.to(output.dtype)))
+
+            def hook(_module, _inputs, output, gate=shaped, offset=offset):
+                """This projection's output, gated (and shifted) unit by unit."""
+                gated_output = output * gate.to(output.dtype)
+                return gated_output if offset is None else gated_output + offset.to(output.dtype)
+            handles.append(module.register_forward_hook(hook))
         yield
     finally:
         for handle in handles:
