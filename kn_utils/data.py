@@ -314,10 +314,9 @@ def sequence_checksum(frame: pd.DataFrame) -> str:
 
 def save_dataset(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the dataset table as Parquet, atomically."""
-    from .provenance import atomic_path
+    from .provenance import save_table
 
-    with atomic_path(path) as temporary:
-        frame.to_parquet(temporary, index=False)
+    save_table(frame, path)
     return Path(path)
 
 

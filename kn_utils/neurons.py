@@ -83,8 +83,9 @@ def gated(model, gates: torch.Tensor, offsets: torch.Tensor | None = None) -> It
         raise ValueError(f"gates have {gates.shape[-1]} entries, the model has {index.size} neurons")
     handles = []
     try:
-        slices = index.split(offsets) if offsets is not None else [None] * index.n_layers * len(PROJECTIONS)
-        for module, gate, offset in zip(projections(model), index.split(gates), slices):
+        gate_slices = index.split(gates)
+        offset_slices = index.split(offsets) if offsets is not None else [None] * len(gate_slices)
+        for module, gate, offset in zip(projections(model), gate_slices, offset_slices):
             shaped = gate[:, None, :] if gate.ndim == 2 else gate
 
             def hook(_module, _inputs, output, gate=shaped, offset=offset):

@@ -1,7 +1,6 @@
 """The README's Results section, generated from the committed result files (results/*.json)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .provenance import REPO_ROOT, atomic_path, read_json

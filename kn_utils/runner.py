@@ -79,14 +79,15 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
     if not notebooks:
         raise ValueError(f"no notebook from stage {first or 'first'} to {last or 'last'} (stages: "
                          f"{', '.join(nb.name[:2] for nb in stage_notebooks())})")
-    unknown_sections, unknown_common = profile_typos(profile)
+    declared_by = {notebook: papermill.inspect_notebook(str(notebook)) for notebook in stage_notebooks()}  # read once
+    unknown_sections, unknown_common = profile_typos(profile, declared_by)
     if unknown_sections or unknown_common:
         raise ValueError(f"profile {profile!r}: " + "; ".join(
             ([f"section(s) {', '.join(unknown_sections)} name no notebook"] if unknown_sections else [])
             + ([f"common setting(s) {', '.join(unknown_common)} no notebook declares"] if unknown_common else [])))
     plan, declared_anywhere = [], set()
     for notebook in notebooks:
-        declared = papermill.inspect_notebook(str(notebook))
+        declared = declared_by[notebook]
         declared_anywhere |= set(declared)
         unknown = undeclared_parameters(profile, notebook, declared)
         if unknown:  # papermill skips a parameter line it cannot parse; a silently ignored setting is worse than an error
@@ -110,14 +111,13 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
     return plan
 
 
-def profile_typos(profile: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """A profile's sections that name no notebook, and its `common` settings no notebook declares: typos, which
-    would otherwise change nothing without a word (`02_fintune:`, `sed: 1`)."""
-    import papermill
-
-    spec, notebooks = load_profile(profile), stage_notebooks()
-    sections = sorted(set(spec) - {"common"} - {notebook.stem for notebook in notebooks})
-    declared = {"profile"}.union(*(papermill.inspect_notebook(str(notebook)) for notebook in notebooks))
+def profile_typos(profile: str | os.PathLike, declared_by: dict[Path, dict]) -> tuple[list[str], list[str]]:
+    """A profile's sections that name no notebook, and its `common` settings no notebook declares (`declared_by`:
+    every stage notebook's parameters, as papermill reads them): typos, which would otherwise change nothing without
+    a word (`02_fintune:`, `sed: 1`)."""
+    spec = load_profile(profile)
+    sections = sorted(set(spec) - {"common"} - {notebook.stem for notebook in declared_by})
+    declared = {"profile"}.union(*declared_by.values())
     return sections, sorted(set(spec.get("common") or {}) - declared)
 
 
@@ -156,9 +156,9 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         if os.environ.get(variable):
             os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
     plan = stage_parameters(profile, first, last, overrides)
-    output_dir = Path(output_dir) if output_dir else run_dir(profile_name) / "notebooks"
-    output_dir.mkdir(parents=True, exist_ok=True)
     run = run_dir(profile_name)
+    output_dir = Path(output_dir) if output_dir else run / "notebooks"
+    output_dir.mkdir(parents=True, exist_ok=True)
     executed = []
     for notebook, parameters in plan:
         started = time.perf_counter()

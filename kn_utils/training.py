@@ -345,11 +345,12 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
         print(f"resuming from {checkpoint_path} at step {state['step']} of {total_steps}")
     resumed_from = state["step"]
 
-    def checkpoint() -> dict:
-        """Everything a killed run needs to resume: settings, data fingerprint, weights, optimiser, average, state."""
+    def checkpoint(epoch_loss: tuple[float, int] | None = None) -> dict:
+        """Everything a killed run needs to resume: settings, data fingerprint, weights, optimiser, average, state, and
+        mid-epoch the loss summed so far (`epoch_loss`), so that a resumed epoch's train_loss covers all of it."""
         return {"config": config.as_dict(), "data": fingerprint, "start": start, "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(), "averaged": None if averaged is None else averaged.state_dict(),
-                "state": state}
+                "state": state if epoch_loss is None else {**state, "epoch_loss": epoch_loss}}
     with attention_implementation(model, attention_kernel(precision, device)), fused_gelu(config.fused_kernels):
         model.train()
         forward = CompiledForward(model) if config.torch_compile else model
@@ -387,9 +388,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
                 if (stopping or state["step"] % config.checkpoint_every == 0) and state["step"] % steps_per_epoch:
                     state["train_seconds"] += time.perf_counter() - started
                     started = time.perf_counter()
-                    state["epoch_loss"] = (epoch_loss, epoch_examples)  # so a resumed epoch's train_loss covers all of it
-                    _save_checkpoint(checkpoint_path, checkpoint())
-                    del state["epoch_loss"]
+                    _save_checkpoint(checkpoint_path, checkpoint((epoch_loss, epoch_examples)))
                 if stopping:
                     bar.close()
                     return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from, "stopped_early": True}
