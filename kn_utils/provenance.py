@@ -36,17 +36,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.remove(temporary)
 
 
-def save_arrays(path: str | os.PathLike, **arrays: Any) -> Path:
-    """`np.savez_compressed` through a temporary file: a stage killed mid-write leaves no half an archive behind."""
-    import numpy as np
-
-    with atomic_path(path) as temporary, open(temporary, "wb") as handle:  # a handle: savez would append .npz to a name
-        np.savez_compressed(handle, **arrays)
-    return Path(path)
-
-
 def save_table(frame, path: str | os.PathLike) -> Path:
-    """A pandas table as parquet through a temporary file, for the same reason."""
+    """A pandas table as parquet through a temporary file: a write that fails or is killed leaves no half a table."""
     with atomic_path(path) as temporary:
         frame.to_parquet(temporary, index=False)
     return Path(path)
