@@ -101,6 +101,18 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
+    """The CPU's name with its family and model numbers (Linux), which tell CPU generations of one brand name apart."""
+    try:
+        block = Path(cpuinfo).read_text().split("\n\n")[0]
+    except OSError:
+        return None
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in block.splitlines())}
+    if "cpu family" not in fields:
+        return fields.get("model name")
+    return f"{fields.get('model name', 'CPU')} (family {fields['cpu family']}, model {fields.get('model', '?')})"
+
+
 def provenance(parameters: dict, *, device: str | None = None, model: dict | None = None, inputs: dict | None = None) -> dict:
     """What produced a result: parameters, model source and init, input checksums, versions, device, commit, time."""
     import torch
@@ -116,6 +128,7 @@ def provenance(parameters: dict, *, device: str | None = None, model: dict | Non
         "native_bf16": native_bf16(device or "cpu"),
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
         "packages": package_versions(),
         "git_commit": git_commit(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -102,6 +102,30 @@ def _finetune_section(finetune: dict) -> list[str]:
     ]
 
 
+def _trained_epochs(result: dict) -> int | None:
+    """Epochs of the fine-tuning behind a result: its model's training record, or notebook 02's own history."""
+    training = ((result.get("provenance") or {}).get("model") or {}).get("training") or {}
+    epochs = (training.get("train_config") or {}).get("epochs")
+    return epochs if epochs is not None else (len(result["history"]) if result.get("history") else None)
+
+
+def _stale_note(result: dict | None, finetune: dict | None) -> list[str]:
+    """A warning line when a later stage's result file predates notebook 02's: it was computed on an earlier model."""
+    created = ((result or {}).get("provenance") or {}).get("created")
+    model_created = ((finetune or {}).get("provenance") or {}).get("created")
+    if not created or not model_created or created >= model_created:
+        return []
+    was, now = _trained_epochs(result), _trained_epochs(finetune)
+    trained = f" (trained {was} epochs, against {now} for notebook 02's)" if was and now and was != now else ""
+    return [f"**Computed on an earlier model than notebook 02's above**{trained}: this result file dates from "
+            f"{created[:10]}, notebook 02's from {model_created[:10]}. `make study` re-runs the stages whose inputs changed.", ""]
+
+
+def _flagged(section: list[str], result: dict | None, finetune: dict | None) -> list[str]:
+    """A stage's README section with the earlier-model warning under its heading when it applies."""
+    return section[:1] + _stale_note(result, finetune) + section[1:]
+
+
 def _absolute(figures: dict, key: str) -> str:
     """', {value} for the absolute score' when the result file has it (older files do not)."""
     value = figures.get(f"{key}_absolute")
@@ -272,13 +296,13 @@ def render(results: Path = REPO_ROOT / "results") -> str:
     if finetune:
         lines += _finetune_section(finetune)
     if activations or ig:
-        lines += _scores_section(activations, ig)
+        lines += _flagged(_scores_section(activations, ig), activations or ig, finetune)
     if ablation:
-        lines += _ablation_section(ablation)
+        lines += _flagged(_ablation_section(ablation), ablation, finetune)
     if heatmaps:
-        lines += _heatmaps_section(heatmaps)
+        lines += _flagged(_heatmaps_section(heatmaps), heatmaps, finetune)
     if class_neurons:
-        lines += _class_neurons_section(class_neurons)
+        lines += _flagged(_class_neurons_section(class_neurons), class_neurons, finetune)
         comparison = class_neurons.get("comparison") or {}
         if comparison.get("profile"):
             lines += _other_run_answers(results / comparison["profile"], comparison["profile"])

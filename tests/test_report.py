@@ -33,3 +33,17 @@ def test_the_similarity_sentence_reads_the_buckets_a_result_file_holds_and_is_ab
     sentence = _similarity_lines({"accuracy_by_similarity": buckets})[0]
     assert ">= 0.99 (200 chains) 0.875, < 0.5 (1,000 chains) 0.380;" in sentence and "nan" not in sentence
     assert sentence.endswith("right for 0.995, 0.550 of them.")
+
+
+def test_a_later_stage_computed_before_the_model_it_describes_is_flagged():
+    from kn_utils.report import _flagged, _stale_note
+
+    def result(created, epochs):
+        return {"provenance": {"created": created, "model": {"training": {"train_config": {"epochs": epochs}}}}}
+
+    finetune = {"provenance": {"created": "2026-12-03T22:15:04+00:00"}, "history": [{}] * 12}
+    stale = _flagged(["### Table 1 (notebook 05)", "table"], result("2026-11-23T18:00:00+00:00", 8), finetune)
+    assert stale[0] == "### Table 1 (notebook 05)" and stale[-1] == "table"
+    assert "earlier model" in stale[1] and "trained 8 epochs, against 12" in stale[1] and "2026-11-23" in stale[1]
+    assert _stale_note(result("2026-12-03T23:00:00+00:00", 12), finetune) == []  # computed after the model: current
+    assert _stale_note(result("2026-12-03T23:00:00+00:00", 12), None) == []  # no notebook 02 result to compare with
