@@ -316,8 +316,7 @@ def save_dataset(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write the dataset table as Parquet, atomically."""
     from .provenance import save_table
 
-    save_table(frame, path)
-    return Path(path)
+    return save_table(frame, path)
 
 
 def load_dataset(path: str | Path) -> pd.DataFrame:
