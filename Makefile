@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 KN_MIRROR ?= $(abspath $(wildcard ../shared/mirror))
 export KN_MIRROR
 
-.PHONY: install study homology quick test unit nbval-update benchmarks clean-runs
+.PHONY: install study homology quick test unit notebooks nbval-update benchmarks clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create .venv with kn_utils and its dependencies
 
 JOBS ?= 1
-study: install  ## the whole study: profiles full and full-accession, notebooks 01-06 of each then 07 (which compares them), published; JOBS=2 runs the two side by side
+study: install  ## every executed notebook from its source (notebooks/NN_name.py): the full and full-accession records (01-06 of each, then 07, which compares them), published, then the quick copies nbval checks; JOBS=2 runs the two profiles side by side
 	$(PY) -m kn_utils study --jobs $(JOBS) --publish
+	$(MAKE) notebooks
 
 homology: install  ## the homology-aware re-run (split by UniProt accession), then notebook 07 of the full run again to compare
 	$(PY) -m kn_utils run --profile full-accession --publish
@@ -34,8 +35,10 @@ test: install  ## unit tests, nbval regression check of the notebooks at quick s
 unit: install  ## unit tests only
 	$(PY) -m pytest tests -k "not nbval"
 
-nbval-update: install  ## re-execute the checked notebook copies after changing a notebook
+notebooks: install  ## regenerate the quick copies nbval checks (tests/nbval/) from the notebook sources, after editing one
 	$(PY) -m kn_utils run --profile quick --output-dir tests/nbval --rerun
+
+nbval-update: notebooks  ## the old name of `make notebooks`
 
 benchmarks: install  ## speed figures (medians of several runs, ratio to a baseline measured in the same run)
 	$(PY) benchmarks/finetune.py

@@ -26,7 +26,8 @@ from kn_utils.attention import LEAN_EAGER, UNSCALED_EAGER
 from kn_utils.kernels import fused_gelu
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
-from kn_utils.training import adamw, autocast, optimiser_step
+from kn_utils.inference import autocast
+from kn_utils.training import adamw, optimiser_step
 
 def random_batch(max_residues: int, max_tokens: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A batch as the study's bucketing makes it: as many chains of about `max_residues` as `max_tokens` allows."""

@@ -24,7 +24,7 @@ from kn_utils.alphabet import encode
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
 from kn_utils.scoring import activation_scores, integrated_gradients
-from kn_utils.training import predict_logits
+from kn_utils.inference import predict_logits
 
 
 def timed(stage, fused: bool) -> float:

@@ -14,7 +14,7 @@ def _predict(args: argparse.Namespace) -> int:
     from .data import EC_CLASSES, LABELS, read_fasta, trim_expression_tags
     from .model import load_finetuned, select_device
     from .sources import DataFileError
-    from .training import predict_logits
+    from .inference import predict_logits
 
     try:
         if args.max_residues is not None and not 1 <= args.max_residues <= MAX_ESM_RESIDUES:

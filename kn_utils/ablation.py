@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from .neurons import PROJECTIONS, NeuronIndex, gated
+from .stats import top_k
 
 METHODS = ("random", "activation", "ig_signed", "ig_absolute")
 
@@ -29,11 +30,7 @@ def select(scores: np.ndarray, keep_fraction: float, direction: str = "high") ->
     Ties are broken by neuron id, so a selection is a pure function of its inputs.
     """
     raise_if_bad_fraction(keep_fraction)
-    if direction not in ("high", "low"):
-        raise ValueError(f"direction must be 'high' or 'low', not {direction!r}")
-    keys = -np.asarray(scores, dtype=np.float64) if direction == "high" else np.asarray(scores, dtype=np.float64)
-    order = np.lexsort((np.arange(len(keys)), keys))
-    return np.sort(order[: keep_count(len(keys), keep_fraction)])
+    return np.sort(top_k(scores, keep_count(len(scores), keep_fraction), direction))
 
 
 def select_random(size: int, keep_fraction: float, seed: int) -> np.ndarray:
@@ -119,10 +116,10 @@ def run_sweep(model, sequences: list[str], labels: np.ndarray, plan: list[dict],
               means: np.ndarray, max_residues: int, precision: str = "fp32", max_tokens: int = 2048,
               progress: bool = False) -> pd.DataFrame:
     """Evaluate every planned submodel on the sequences: one row per submodel with its metrics and kept count."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     from .metrics import classification_metrics
-    from .training import predict_logits
+    from .inference import predict_logits
 
     index = NeuronIndex.of(model)
     rows = []
@@ -186,7 +183,7 @@ def inference_speed(model, sequences: list[str], max_residues: int, kept: np.nda
     import statistics
     import time
 
-    from .training import predict_logits
+    from .inference import predict_logits
 
     timings: dict[str, list[float]] = {"plain": [], "submodel": []}
     for _ in range(repeats):
@@ -199,3 +196,49 @@ def inference_speed(model, sequences: list[str], max_residues: int, kept: np.nda
     speeds = {f"{name}_sequences_per_s": statistics.median(values) for name, values in timings.items()}
     speeds["ratio"] = speeds["submodel_sequences_per_s"] / speeds["plain_sequences_per_s"]
     return speeds
+
+
+def plain_zero(results: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's zero-ablated submodels without the per-projection matching."""
+    return results[(results["ablation"] == "zero") & ~results["matched"]]
+
+
+def direction_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Per kept fraction (largest first): high and low IG (signed and |.|) beside the mean of the random sets."""
+    zero = plain_zero(results)
+    ig = zero[zero["method"].isin(["ig_signed", "ig_absolute"])]
+    directions = ig.pivot_table(index="keep_fraction", columns=["method", "direction"], values=metric)
+    directions.columns = [f"{method} ({direction})" for method, direction in directions.columns]
+    random_mean = zero[zero["method"] == "random"].groupby("keep_fraction")[metric].mean().rename("random (mean)")
+    return directions.join(random_mean).sort_index(ascending=False)
+
+
+def high_minus_low(directions: pd.DataFrame, keep_fractions: list[float], method: str = "ig_signed") -> dict[str, float]:
+    """Accuracy of the high minus the low direction of `method` at each kept fraction (a `direction_table`)."""
+    difference = (directions[f"{method} (high)"] - directions[f"{method} (low)"]).loc[keep_fractions]
+    return {f"{fraction:.0%}": round(float(value), 4) for fraction, value in difference.items()}
+
+
+def matched_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """Activation and signed IG (high) with kept sizes matched per projection type beside the same rules unmatched."""
+    matched = results[results["matched"]].pivot_table(index="keep_fraction", columns="method", values=metric)
+    zero = plain_zero(results)
+    unmatched = zero[zero["method"].isin(["activation", "ig_signed"]) & (zero["direction"] == "high")]
+    unmatched = unmatched.pivot_table(index="keep_fraction", columns="method", values=metric)
+    return matched.add_suffix(" matched").join(unmatched.add_suffix(" unmatched")).sort_index(ascending=False)
+
+
+def mean_ablation_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """The mean-ablated submodels, one column per selection rule, kept fractions largest first."""
+    rows = results[results["ablation"] == "mean"].assign(rule=lambda frame: frame.apply(method_label, axis=1))
+    return rows.pivot_table(index="keep_fraction", columns="rule", values=metric).sort_index(ascending=False)
+
+
+def full_accuracy(results: pd.DataFrame) -> float:
+    """The intact model's accuracy in the sweep."""
+    return float(results.loc[results["method"] == "full", "accuracy"].iloc[0])
+
+
+def sweep_records(results: pd.DataFrame) -> list[dict]:
+    """The sweep as result-file rows (a random set's seed, None for the ranked rules)."""
+    return results.assign(seed=results["seed"].where(results["seed"] >= 0, None)).to_dict("records")

@@ -16,16 +16,13 @@ import torch
 
 from .metrics import classification_metrics, true_class_probabilities
 from .neurons import NeuronIndex, gated
-from .training import predict_logits
+from .stats import top_k
+from .inference import predict_logits
 
 
 def top_per_class(per_class: np.ndarray, size: int) -> list[np.ndarray]:
     """Sorted ids of the `size` highest-scoring neurons of each class (rows of `per_class`); ties by id."""
-    kept = []
-    for scores in np.asarray(per_class, dtype=np.float64):
-        order = np.lexsort((np.arange(len(scores)), -scores))
-        kept.append(np.sort(order[:size]))
-    return kept
+    return [np.sort(top_k(scores, size)) for scores in np.asarray(per_class, dtype=np.float64)]
 
 
 def membership(sets: list[np.ndarray], names: list[str]) -> pd.DataFrame:
@@ -57,11 +54,6 @@ def shared_and_specific(sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.nda
         shared = np.intersect1d(shared, ids)
     specific = [np.setdiff1d(ids, np.concatenate([other for j, other in enumerate(sets) if j != i])) for i, ids in enumerate(sets)]
     return shared, specific
-
-
-def addresses(ids: np.ndarray, index: NeuronIndex) -> list[str]:
-    """'L2.key.117'-style names of neurons: layer, projection, unit."""
-    return [f"L{layer}.{projection}.{unit}" for layer, projection, unit in map(index.address, ids)]
 
 
 def matched_random(ids: np.ndarray, index: NeuronIndex, seed: int) -> np.ndarray:
@@ -118,7 +110,7 @@ def scaling_effects(model, sequences: list[str], labels: np.ndarray, sets: list[
     Returns, for metric in (probability, accuracy): `{metric}` (sets x classes) for the class sets,
     `{metric}_random` (seeds x sets x classes) for the random controls, and `base_metrics` of the intact model.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     index = NeuronIndex.of(model)
     num_classes = model.config.num_labels
@@ -159,3 +151,35 @@ def specificity_table(effects: dict[str, np.ndarray], names: list[str], metric: 
                          "random_own_mean": random_own.mean(0), "random_own_sd": spread,
                          "z_vs_random": (own - random_own.mean(0)) / np.where(spread > 0, spread, np.nan), "own_rank": own_rank},
                         index=pd.Index(names, name="neurons of class"))
+
+
+def mean_pairwise(pairwise: pd.DataFrame) -> float:
+    """Mean number of neurons shared by two different classes' sets (off-diagonal of `pairwise_overlap`)."""
+    values = pairwise.to_numpy()
+    return float(values[np.triu_indices(len(values), 1)].mean())
+
+
+def specific_table(specific: list[np.ndarray], names: list[str], index: NeuronIndex, shown: int = 10) -> pd.DataFrame:
+    """Per class: how many of its neurons no other class's set holds, and the first `shown` of them by name."""
+    return pd.DataFrame({"specific neurons": [len(ids) for ids in specific],
+                         f"first {shown} (layer.projection.unit)": [", ".join(index.names(ids[:shown])) for ids in specific]},
+                        index=pd.Index([f"EC {name}" for name in names], name="class"))
+
+
+def suppression_support(specificity: pd.DataFrame) -> dict[str, int]:
+    """Classes whose suppression (a `specificity_table` at factor 0) hurts their own class more than the others on
+    average and more than 2 random-control sd below the matched random sets; and those hit hardest in their row."""
+    return {"supported": int(((specificity["own_minus_others"] < 0) & (specificity["z_vs_random"] < -2)).sum()),
+            "strict": int((specificity["own_rank"] == 1).sum())}
+
+
+def effect_record(effects: dict[str, np.ndarray]) -> dict:
+    """A `scaling_effects` result as result-file lists: per metric the class sets' effects, the random mean and sd."""
+    return {metric: {"effect": effects[metric].tolist(), "random_mean": effects[f"{metric}_random"].mean(0).tolist(),
+                     "random_sd": effects[f"{metric}_random"].std(0, ddof=1).tolist()} for metric in ("probability", "accuracy")}
+
+
+def probe_table(per_class: np.ndarray, names: list[str], count: int) -> pd.DataFrame:
+    """The `count` top neurons of each class by its mean signed IG: one row per (class, rank, neuron)."""
+    return pd.DataFrame([{"ec_class": name, "rank": rank, "neuron": int(neuron)}
+                         for name, scores in zip(names, per_class) for rank, neuron in enumerate(top_k(scores, count))])

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .ablation import select, table1
+from .ablation import table1
 from .heatmaps import expected_random_jaccard, jaccard, kept_by_projection
+from .heatmaps import selections as heatmap_selections
 from .neurons import NeuronIndex
 from .provenance import read_json
 
@@ -109,9 +110,13 @@ def table1_side_by_side(runs: dict[str, Path], keep_fractions: list[float]) -> p
     return pd.concat(frames).sort_index(level=0)
 
 
+SCORE_RULES = {method: (method, "high") for method in ("activation", "ig_signed", "ig_absolute")}
+
+
 def selections(scores: pd.DataFrame, sparsity: float) -> dict[str, np.ndarray]:
-    """Kept sets of the score-based rules at one sparsity (high scores kept)."""
-    return {method: select(scores[method].to_numpy(), 1 - sparsity) for method in ("activation", "ig_signed", "ig_absolute")}
+    """Kept sets of the score-based rules at one sparsity (high scores kept; heatmaps.selections)."""
+    kept = heatmap_selections(scores, len(scores), [sparsity], rules=SCORE_RULES)
+    return {name: ids for (name, _), ids in kept.items()}
 
 
 def selection_overlap(runs: dict[str, Path], index: NeuronIndex, sparsities: list[float]) -> pd.DataFrame:
@@ -129,3 +134,36 @@ def selection_overlap(runs: dict[str, Path], index: NeuronIndex, sparsities: lis
                 row.update({f"{name}: {projection}": value for projection, value in kept_by_projection(kept, index).items()})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def similarity_figures(table: pd.DataFrame) -> dict:
+    """An `accuracy_by_similarity` table as result-file keys: every bucket's row, and the distant bucket's accuracy."""
+    rows = similarity_records(table)
+    return {"accuracy_by_similarity": rows, "accuracy_distant": rows[-1]["accuracy"]}
+
+
+def comparable_pair(run: Path, profile: str, other_profile: str | None) -> dict[str, Path] | None:
+    """{profile: run, other_profile: its run} when `other_profile` names another run that has finished the stages a
+    comparison reads; None otherwise (no profile named, the same run, or not run yet)."""
+    from .runs import runs_root
+
+    if not other_profile:
+        return None
+    other = runs_root() / other_profile
+    if other.resolve() == Path(run).resolve() or not run_available(other):
+        return None
+    return {profile: Path(run), other_profile: other}
+
+
+def comparison(pair: dict[str, Path], index: NeuronIndex, keep_fractions: list[float],
+               sparsities: list[float]) -> dict[str, pd.DataFrame]:
+    """Two runs side by side: their headline figures, their Table 1s, and the overlap of their selections."""
+    return {"headline": headline(pair), "table1": table1_side_by_side(pair, keep_fractions),
+            "selection_overlap": selection_overlap(pair, index, sparsities)}
+
+
+def comparison_record(tables: dict[str, pd.DataFrame], profile: str) -> dict:
+    """A `comparison` as result-file keys."""
+    return {"profile": profile, "headline": tables["headline"].to_dict(),
+            "selection_overlap": tables["selection_overlap"].to_dict("records"),
+            "table1": tables["table1"].reset_index().to_dict("records")}

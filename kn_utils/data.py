@@ -322,7 +322,7 @@ def save_dataset(frame: pd.DataFrame, path: str | Path) -> Path:
 def load_dataset(path: str | Path) -> pd.DataFrame:
     """Read the dataset table written by notebook 01, naming the file when it is missing."""
     if not Path(path).exists():
-        raise FileNotFoundError(f"{path}: dataset not found; run notebooks/01_data.ipynb for this profile first")
+        raise FileNotFoundError(f"{path}: dataset not found; run notebook 01 (notebooks/01_data.py) for this profile first")
     return pd.read_parquet(path)
 
 
@@ -342,7 +342,25 @@ def dataset_summary(frame: pd.DataFrame, dropped: Counter, max_residues: int) ->
         "fraction_longer_than_max_residues": float((lengths > max_residues).mean()),
         "max_residues": int(max_residues),
         "class_imbalance_ratio": float(frame["label"].value_counts().max() / frame["label"].value_counts().min()),
+        "test_accessions_seen_in_train": accession_overlap(frame),
     }
+
+
+def counts_table(counts: dict[str, dict[str, int]]) -> pd.DataFrame:
+    """Records per EC class (rows) and split (columns), with each class's name."""
+    table = pd.DataFrame(counts).rename_axis("EC class")
+    table["name"] = [EC_CLASSES[int(c)] for c in table.index]
+    return table
+
+
+PAPER_SEQUENCES = 11_731  # the paper's dataset, about 2,000 per class
+
+
+def paper_comparison(frame: pd.DataFrame) -> pd.DataFrame:
+    """Sequences per EC class here beside the paper's (its total spread evenly over the six classes)."""
+    per_class = frame.groupby("ec_class").size()
+    table = pd.DataFrame({"ours": per_class, "paper (approx.)": PAPER_SEQUENCES / len(EC_CLASSES)}).astype(int).T
+    return table.assign(total=lambda t: t.sum(axis=1))
 
 
 def accession_overlap(frame: pd.DataFrame) -> float:

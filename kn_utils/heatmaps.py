@@ -1,10 +1,13 @@
 """Where kept neurons sit: kept fractions by layer, projection and groups of adjacent units; tests of the paper's claims."""
 from __future__ import annotations
 
+from itertools import combinations
+
 import numpy as np
 import pandas as pd
 
-from .neurons import PROJECTIONS, NeuronIndex
+from .neurons import PROJECTIONS, NeuronIndex, block_name
+from .stats import permutation_p_value
 
 
 def kept_grid(kept: np.ndarray, index: NeuronIndex, bin_width: int) -> np.ndarray:
@@ -24,9 +27,9 @@ def kept_by_projection(kept: np.ndarray, index: NeuronIndex) -> dict[str, float]
 
 
 def kept_by_layer_projection(kept: np.ndarray, index: NeuronIndex) -> dict[str, float]:
-    """Fraction kept of every (layer, projection), keyed 'layer0.query' etc."""
+    """Fraction kept of every (layer, projection), keyed by block name ('L0.query', neurons.block_name)."""
     mask = np.isin(np.arange(index.size), kept).reshape(index.n_layers, len(PROJECTIONS), index.units).mean(-1)
-    return {f"layer{layer}.{name}": float(mask[layer, p]) for layer in range(index.n_layers) for p, name in enumerate(PROJECTIONS)}
+    return {block_name(layer, name): float(mask[layer, p]) for layer in range(index.n_layers) for p, name in enumerate(PROJECTIONS)}
 
 
 def value_least_statistic(fractions: dict[str, float]) -> float:
@@ -43,26 +46,15 @@ def permutation_test(kept: np.ndarray, index: NeuronIndex, statistic, permutatio
     """One-sided test of `statistic(kept fractions by projection)` against kept sets of the same size drawn at random.
 
     A random kept set's counts per projection type are multivariate hypergeometric, drawn directly;
-    p = (1 + #{null >= observed}) / (1 + permutations).
+    p-value: stats.permutation_p_value.
     """
     projection = index.table()["projection"].to_numpy()
     observed = statistic(kept_by_projection(kept, index))
     totals = np.array([(projection == name).sum() for name in PROJECTIONS])
     draws = np.random.default_rng(seed).multivariate_hypergeometric(totals, len(kept), size=permutations)
     null = np.array([statistic(dict(zip(PROJECTIONS, row / totals))) for row in draws])
-    return {"statistic": float(observed), "p_value": float((1 + (null >= observed - 1e-12).sum()) / (1 + permutations)),
+    return {"statistic": float(observed), "p_value": permutation_p_value(observed, null),
             "null_mean": float(null.mean()), "permutations": permutations}
-
-
-def holm(p_values: list[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values, in the input order."""
-    order = np.argsort(p_values)
-    adjusted = np.empty(len(p_values))
-    running = 0.0
-    for rank, position in enumerate(order):
-        running = max(running, min(1.0, (len(p_values) - rank) * p_values[position]))
-        adjusted[position] = running
-    return adjusted.tolist()
 
 
 def jaccard(first: np.ndarray, second: np.ndarray) -> float:
@@ -82,3 +74,53 @@ def jaccard_matrix(selections: dict[str, np.ndarray]) -> pd.DataFrame:
     """Pairwise Jaccard indices of named kept sets."""
     names = list(selections)
     return pd.DataFrame([[jaccard(selections[a], selections[b]) for b in names] for a in names], index=names, columns=names)
+
+
+# The selection rules notebook 06 draws: a name, and (score column, direction) or None for a random set.
+RULES = {"random": None, "activation": ("activation", "high"), "IG signed (high)": ("ig_signed", "high"),
+         "IG signed (low)": ("ig_signed", "low")}
+CLAIMS = {"value least important": value_least_statistic, "key densest": key_densest_statistic}
+
+
+def selections(scores: pd.DataFrame, size: int, sparsities: list[float], seed: int = 0,
+               rules: dict | None = None) -> dict[tuple[str, float], np.ndarray]:
+    """The kept set of every rule (RULES) at every sparsity (share of neurons dropped), keyed (rule, sparsity)."""
+    from .ablation import select, select_random
+
+    rules = RULES if rules is None else rules
+    return {(name, sparsity): (select_random(size, 1 - sparsity, seed) if rule is None
+                               else select(scores[rule[0]].to_numpy(), 1 - sparsity, rule[1]))
+            for name, rule in rules.items() for sparsity in sparsities}
+
+
+def projection_table(selections: dict[tuple[str, float], np.ndarray], index: NeuronIndex) -> pd.DataFrame:
+    """Kept fraction of each projection type, one row per (rule, sparsity, projection)."""
+    return pd.DataFrame([{"method": name, "sparsity": sparsity, "projection": projection, "fraction_kept": fraction}
+                         for (name, sparsity), kept in selections.items()
+                         for projection, fraction in kept_by_projection(kept, index).items()])
+
+
+def claim_tests(selections: dict[tuple[str, float], np.ndarray], index: NeuronIndex, permutations: int,
+                seed: int = 0) -> pd.DataFrame:
+    """Every claim (CLAIMS) tested on every non-random selection against random kept sets of its size, with
+    Holm-adjusted p-values over all of them (`p_holm`)."""
+    from .stats import holm
+
+    tests = pd.DataFrame([{"claim": claim, "method": name, "sparsity": sparsity,
+                           **permutation_test(kept, index, statistic, permutations, seed)}
+                          for claim, statistic in CLAIMS.items() for (name, sparsity), kept in selections.items()
+                          if name != "random"])
+    tests["p_holm"] = holm(tests["p_value"])
+    return tests
+
+
+def overlap_table(selections: dict[tuple[str, float], np.ndarray], size: int) -> pd.DataFrame:
+    """Jaccard index of every pair of rules at every sparsity, beside that of two random sets of the same size."""
+    rows = []
+    for sparsity in sorted({sparsity for _, sparsity in selections}):
+        named = {name: kept for (name, at), kept in selections.items() if at == sparsity}
+        matrix = jaccard_matrix(named)
+        for first, second in combinations(sorted(named), 2):
+            rows.append({"sparsity": sparsity, "pair": f"{first} / {second}", "jaccard": matrix.loc[first, second],
+                         "random expectation": expected_random_jaccard(size, len(named[first]))})
+    return pd.DataFrame(rows)

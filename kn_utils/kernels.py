@@ -6,7 +6,7 @@ about a sixth of a bf16 training step of ESM-2 8M (docs/running.md, Training ker
 (erf) GELU in one fused kernel, forward and backward: in float32 the two differ by at most about 1e-6 (measured against
 float64), and in bf16 torch's rounds once instead of at each of the five steps. `fused_gelu()` swaps it in for a block
 and restores transformers' own afterwards: the fine-tuning and masked-LM loops (`fused_kernels` in their configs) and
-the inference stages (`training.predict_logits`, `scoring.activation_scores` and `integrated_gradients`,
+the inference stages (`inference.predict_logits`, `scoring.activation_scores` and `integrated_gradients`,
 `motifs.activation_peaks`; `fused_kernels=False` gives the stock GELU). Outside those calls a model runs
 transformers' code unchanged; `benchmarks/inference.py` measures what the swap buys each stage.
 """

@@ -32,3 +32,10 @@ def majority_baseline(train_labels: np.ndarray, test_labels: np.ndarray) -> floa
 def confusion(logits: np.ndarray, labels: np.ndarray, num_labels: int) -> np.ndarray:
     """Confusion matrix, rows true class, columns predicted class."""
     return confusion_matrix(labels, logits.argmax(axis=1), labels=np.arange(num_labels))
+
+
+def held_out_scores(logits: np.ndarray, labels: np.ndarray, train_labels: np.ndarray) -> dict[str, float]:
+    """`classification_metrics` of the test set with the majority-class baseline and the chance level of balanced
+    accuracy (1 / classes) beside them."""
+    return {**classification_metrics(logits, labels), "majority_baseline": majority_baseline(train_labels, labels),
+            "chance_balanced": 1 / logits.shape[1]}

@@ -14,7 +14,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .alphabet import ESM2_VOCAB, MASK_ID, PAD_ID
 
 HUB_ID = "facebook/esm2_t6_8M_UR50D"
-POOLINGS = ("cls", "mean", "max")
+POOLINGS = ("cls", "mean")
 INFO_FILE = "kn_model_info.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 RANDOM_INIT_BANNER = (
@@ -25,7 +25,7 @@ RANDOM_INIT_BANNER = (
 
 class EsmClassifier(EsmForSequenceClassification):
     """`EsmForSequenceClassification` whose head reads the <cls> state (the stock head, the paper's) or, with
-    `config.classifier_pooling` "mean" or "max", the mean or per-unit maximum of the non-padding states; same weights."""
+    `config.classifier_pooling` "mean", the mean of the non-padding states; same weights."""
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, inputs_embeds=None, labels=None, **kwargs):
         """Logits from the pooled final states; the stock forward when pooling is `cls`."""
@@ -37,10 +37,7 @@ class EsmClassifier(EsmForSequenceClassification):
         states = outputs[0]
         weights = (torch.ones(states.shape[:2], device=states.device) if attention_mask is None else attention_mask)
         weights = weights.unsqueeze(-1).to(states.dtype)
-        if pooling_of(self) == "max":  # each unit's largest value over the non-padding positions
-            pooled = states.masked_fill(weights == 0, torch.finfo(states.dtype).min).amax(1)
-        else:
-            pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
+        pooled = (states * weights).sum(1) / weights.sum(1).clamp(min=1)
         logits = self.classifier(pooled.unsqueeze(1))  # the stock head reads position 0 of what it is given
         loss = None if labels is None else torch.nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
         return SequenceClassifierOutput(loss=loss, logits=logits, hidden_states=outputs.hidden_states,
@@ -48,7 +45,7 @@ class EsmClassifier(EsmForSequenceClassification):
 
 
 def pooling_of(model: EsmForSequenceClassification) -> str:
-    """What the classification head reads: 'cls' (also for folders saved before pooling was a setting), 'mean' or 'max'."""
+    """What the classification head reads: 'cls' (also for folders saved before pooling was a setting) or 'mean'."""
     return getattr(model.config, "classifier_pooling", "cls")
 
 
@@ -226,7 +223,7 @@ def load_finetuned(folder: str | os.PathLike, device: torch.device | str = "cpu"
     a clear error when the folder is incomplete."""
     folder = Path(folder)
     if not (folder / "config.json").exists():
-        raise CheckpointError(f"{folder}: no config.json; not a saved model folder (run notebooks/02_finetune.ipynb first)")
+        raise CheckpointError(f"{folder}: no config.json; not a saved model folder (run notebook 02, notebooks/02_finetune.py, first)")
     if not any((folder / name).exists() for name in WEIGHT_FILES):
         raise CheckpointError(f"{folder}: config.json present but no weights ({' or '.join(WEIGHT_FILES)})")
     try:
@@ -242,7 +239,7 @@ def load_finetuned(folder: str | os.PathLike, device: torch.device | str = "cpu"
     return model.to(device).eval(), ModelInfo(fine_tuned=True, training=info, pooling=pooling_of(model), **fields)
 
 
-HEAD_INPUTS = {"mean": "the mean state of all positions", "max": "each unit's largest state over all positions"}
+HEAD_INPUTS = {"mean": "the mean state of all positions"}
 
 
 def weights_banner(info: ModelInfo) -> str:

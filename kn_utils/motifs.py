@@ -18,6 +18,7 @@ from .attention import attention_implementation
 from .kernels import fused_gelu
 from .neurons import recording
 from .scoring import batches, residue_positions
+from .stats import permutation_p_value, top_k
 
 # Known enzyme motifs as regular expressions (x = any residue), with where they are described.
 MOTIFS: dict[str, tuple[str, str]] = {
@@ -79,7 +80,7 @@ def peak_windows(sequences: list[str], positions: np.ndarray, half_width: int) -
 
 def top_sequences(values: np.ndarray, count: int) -> np.ndarray:
     """Indices of the `count` sequences where a neuron peaks highest, highest first (ties by index)."""
-    return np.lexsort((np.arange(len(values)), -values))[:count]
+    return top_k(values, count)
 
 
 def enrichment(sequences: list[str], positions: np.ndarray, max_residues: int, half_width: int,
@@ -99,16 +100,30 @@ def enrichment(sequences: list[str], positions: np.ndarray, max_residues: int, h
         null = hits[rows_index, random_positions].mean(1)
         rows.append({"motif": name, "observed": observed, "control": null.mean(),
                      "enrichment": observed / null.mean() if null.mean() > 0 else np.nan,
-                     "p_value": (1 + (null >= observed - 1e-12).sum()) / (1 + permutations)})
+                     "p_value": permutation_p_value(observed, null)})
     return pd.DataFrame(rows)
 
 
-def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values (false discovery rate), in the input order."""
-    p = np.asarray(p_values, dtype=np.float64)
-    order = np.argsort(p)
-    ranked = p[order] * len(p) / np.arange(1, len(p) + 1)
-    q = np.minimum.accumulate(ranked[::-1])[::-1].clip(max=1.0)
-    out = np.empty_like(q)
-    out[order] = q
-    return out
+def probe_neurons(sequences: list[str], neuron_ids: np.ndarray, peak_values: np.ndarray, peak_positions: np.ndarray,
+                  max_residues: int, windows_per_neuron: int, half_width: int, permutations: int,
+                  seed: int = 0) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """For each neuron (columns of `activation_peaks`' output): its peak windows in the sequences where it peaks highest,
+    and their motif enrichment; every neuron x motif test gets a Benjamini-Hochberg q-value over all of them."""
+    from .stats import benjamini_hochberg
+
+    windows, tests = {}, []
+    for column, neuron in enumerate(np.asarray(neuron_ids)):
+        top = top_sequences(peak_values[:, column], windows_per_neuron)
+        chosen, peaks = [sequences[i] for i in top], peak_positions[top, column]
+        windows[int(neuron)] = peak_windows(chosen, peaks, half_width)
+        result = enrichment(chosen, peaks, max_residues, half_width, permutations=permutations, seed=seed)
+        tests.append(result.assign(neuron=int(neuron)))
+    tests = pd.concat(tests, ignore_index=True)
+    tests["q_value"] = benjamini_hochberg(tests["p_value"].to_numpy())
+    return tests, windows
+
+
+def motif_table() -> pd.DataFrame:
+    """The motif table (MOTIFS): name, regular expression, source."""
+    return pd.DataFrame([{"motif": name, "regular expression": pattern, "source": source}
+                         for name, (pattern, source) in MOTIFS.items()])

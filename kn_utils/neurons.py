@@ -48,6 +48,15 @@ class NeuronIndex:
         layer, projection = divmod(group, len(PROJECTIONS))
         return layer, PROJECTIONS[projection], unit
 
+    def name(self, flat_id: int) -> str:
+        """The study's one spelling of a neuron: 'L2.key.117' (layer, projection, unit)."""
+        layer, projection, unit = self.address(flat_id)
+        return f"{block_name(layer, projection)}.{unit}"
+
+    def names(self, flat_ids) -> list[str]:
+        """`name` of each id, in order."""
+        return [self.name(flat_id) for flat_id in flat_ids]
+
     def table(self) -> pd.DataFrame:
         """One row per neuron: neuron (flat id), layer, projection, unit."""
         ids = np.arange(self.size)
@@ -57,6 +66,11 @@ class NeuronIndex:
     def split(self, values: torch.Tensor) -> list[torch.Tensor]:
         """Cut a (..., size) tensor into per-projection (..., units) views, in flat-id order."""
         return list(values.split(self.units, dim=-1))
+
+
+def block_name(layer: int, projection: str) -> str:
+    """One (layer, projection) block, e.g. 'L2.key': the prefix of its neurons' names (NeuronIndex.name)."""
+    return f"L{layer}.{projection}"
 
 
 def attention_layers(model) -> list[torch.nn.Module]:

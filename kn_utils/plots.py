@@ -51,10 +51,7 @@ def length_histogram(lengths: pd.Series, classes: pd.Series, limits: dict[str, i
 
 
 def training_curve(history: list[dict], baselines: dict[str, float], scored_on: str = "test") -> plt.Figure:
-    """Training loss and the `scored_on` set's accuracy / balanced accuracy per epoch, with baseline levels.
-
-    When the run kept a weight average (`TrainConfig.ema_decay`), the scores are the average's and the live
-    weights' accuracy is drawn beside them."""
+    """Training loss and the `scored_on` set's accuracy / balanced accuracy per epoch, with baseline levels."""
     frame = pd.DataFrame(history)
     figure, (loss_axis, score_axis) = plt.subplots(1, 2, figsize=(9, 3.5))
     loss_axis.plot(frame["epoch"], frame["train_loss"], marker="o")
@@ -63,9 +60,6 @@ def training_curve(history: list[dict], baselines: dict[str, float], scored_on: 
     for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
         if metric in frame:
             score_axis.plot(frame["epoch"], frame[metric], marker="o", label=metric.replace("_", " "))
-    if "live_accuracy" in frame:  # the run kept a weight average (ema_decay): the lines above score it
-        score_axis.plot(frame["epoch"], frame["live_accuracy"], marker=".", color="C0", alpha=0.5,
-                        label="accuracy, live weights")
     for (name, level), style in zip(baselines.items(), ("--", ":", "-.")):
         score_axis.axhline(level, color="grey", linestyle=style, label=name)
     score_axis.set_xlabel("epoch")

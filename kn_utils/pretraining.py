@@ -13,26 +13,29 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import EsmConfig, EsmForMaskedLM
 
 from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_ID, encode, pad_batch, residue_frequencies
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import resolve_precision
-from .training import (_save_checkpoint, adamw, autocast, check_schedule, data_fingerprint, learning_rate_at, length_batches,
-                       load_checkpoint, optimiser_step, weights_fingerprint)
+from .inference import length_batches
+from .training import (Checkpoint, adamw, check_schedule, data_fingerprint, learning_rate_at, training_step,
+                       weights_fingerprint)
 
 RESIDUE_IDS = torch.tensor(sorted(TOKEN_ID[residue] for residue in STANDARD_RESIDUES))
 
 
 @dataclass
 class MLMConfig:
-    """Every knob of the MLM warm start; stored in its checkpoint so that a resume must use the same ones."""
+    """Every knob of the MLM warm start; stored in its checkpoint so that a resume must use the same ones.
 
-    steps: int = 1800
+    The defaults are the quick profile's (notebook 02's `mlm_*` parameters; tests/test_profiles.py checks they agree).
+    """
+
+    steps: int = 30
     learning_rate: float = 5e-4
-    warmup_steps: int = 100
+    warmup_steps: int = 10
     schedule: str = "constant"  # constant | cosine, as in training.learning_rate_at
     min_lr_ratio: float = 0.1
     weight_decay: float = 0.01
@@ -41,7 +44,7 @@ class MLMConfig:
     max_tokens: int = 2048
     max_residues: int = 128  # the first residues, the window the classifier sees
     grad_clip: float = 1.0
-    precision: str = "auto"  # bf16 | fp32 | auto (bf16 where the device has it natively)
+    precision: str = "fp32"  # bf16 | fp32 | auto (bf16 where the device has it natively)
     seed: int = 0
     log_every: int = 100  # steps per point of the loss curve
     checkpoint_every: int = 200
@@ -90,7 +93,7 @@ def masked_lm(config: EsmConfig, seed: int) -> EsmForMaskedLM:
 
 
 def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig, checkpoint_dir: str | os.PathLike,
-                 progress: bool = True, stop_after_steps: int | None = None) -> dict:
+                 stop_after_steps: int | None = None) -> dict:
     """Train `model` by masked-language modelling; resumes from (or reuses a finished) `checkpoint_dir/mlm.pt`.
 
     Returns {"step", "history": [{"step", "loss", "learning_rate", "seconds"}...], "train_seconds", "train_tokens",
@@ -100,29 +103,20 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
         raise ValueError("MLM warm start needs at least one training sequence")
     device = next(model.parameters()).device
     precision = resolve_precision(config.precision, device)
-    checkpoint_path = Path(checkpoint_dir) / "mlm.pt"
     tokens = [encode(sequence, config.max_residues) for sequence in sequences]
     lengths = np.array([len(t) for t in tokens])
     steps_per_epoch = len(length_batches(lengths, config.max_tokens, np.random.default_rng(0)))
     optimizer = adamw(model, config.learning_rate, config.weight_decay, config.beta2, fused=config.fused_kernels)
-    state = {"step": 0, "history": [], "train_seconds": 0.0, "train_tokens": 0, "window": [0.0, 0]}
-    fingerprint, start = data_fingerprint(sequences), weights_fingerprint(model)
-    saved_state = load_checkpoint(checkpoint_path, config, model, optimizer, "MLM", fingerprint, start=start)
-    if saved_state is not None:
-        state = saved_state
-        if state["step"] < config.steps:
-            print(f"resuming MLM from {checkpoint_path} at step {state['step']} of {config.steps}")
+    checkpoint = Checkpoint(Path(checkpoint_dir) / "mlm.pt", config, "MLM", data_fingerprint(sequences),
+                            weights_fingerprint(model))
+    state = checkpoint.resume(model, optimizer, {"step": 0, "history": [], "train_seconds": 0.0, "train_tokens": 0,
+                                                 "window": [0.0, 0]})
+    if 0 < state["step"] < config.steps:
+        print(f"resuming MLM from {checkpoint.path} at step {state['step']} of {config.steps}")
     resumed_from = state["step"]
-
-    def save() -> None:
-        """Write the checkpoint a resume (or a later run reusing the finished warm start) reads."""
-        _save_checkpoint(checkpoint_path, {"config": config.as_dict(), "data": fingerprint, "start": start,
-                                           "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
-
     with (attention_implementation(model, attention_kernel(precision, device)),  # the faster kernel of this precision
           fused_gelu(config.fused_kernels)):
         model.train()
-        bar = tqdm(total=config.steps, initial=state["step"], disable=not progress, desc="MLM warm start")
         started = time.perf_counter()
         stopping = False
         while state["step"] < config.steps and not stopping:
@@ -130,37 +124,32 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
             batches = length_batches(lengths, config.max_tokens, np.random.default_rng([config.seed, epoch]))
             for batch in batches[offset:]:
                 step = state["step"]
-                for group in optimizer.param_groups:
-                    group["lr"] = learning_rate_at(step, config.steps, config)
                 input_ids, attention_mask = pad_batch([tokens[i] for i in batch])
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
                 inputs, labels = mask_tokens(input_ids, config.mask_fraction, generator)
-                with autocast(device, precision):
-                    logits = model(input_ids=inputs.to(device), attention_mask=attention_mask.to(device)).logits
-                loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.to(device).flatten(), ignore_index=-100)
-                optimiser_step(model, optimizer, loss, config.grad_clip)
+                targets = labels.to(device).flatten()
+                loss = training_step(model, model, optimizer, inputs, attention_mask,
+                                     lambda logits: torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets,
+                                                                                      ignore_index=-100),
+                                     learning_rate_at(step, config.steps, config), precision, config.grad_clip)
                 state["step"] += 1
                 state["train_tokens"] += int(attention_mask.sum())
-                state["window"] = [state["window"][0] + loss.item(), state["window"][1] + 1]  # loss since the last log point
-                bar.update(1)
+                state["window"] = [state["window"][0] + loss, state["window"][1] + 1]  # loss since the last log point
                 done = state["step"] >= config.steps
                 if state["step"] % config.log_every == 0 or done:
                     state["train_seconds"] += time.perf_counter() - started
                     started = time.perf_counter()
-                    mean_loss = state["window"][0] / state["window"][1]
-                    state["history"].append({"step": state["step"], "loss": mean_loss,
+                    state["history"].append({"step": state["step"], "loss": state["window"][0] / state["window"][1],
                                              "learning_rate": learning_rate_at(step, config.steps, config),
                                              "seconds": state["train_seconds"]})
-                    bar.set_postfix(loss=f"{mean_loss:.3f}")
                     state["window"] = [0.0, 0]
                 stopping = stop_after_steps is not None and state["step"] - resumed_from >= stop_after_steps
                 if done or stopping or state["step"] % config.checkpoint_every == 0:
                     state["train_seconds"] += time.perf_counter() - started
                     started = time.perf_counter()
-                    save()
+                    checkpoint.save(model, optimizer, state)
                 if done or stopping:
                     break
-        bar.close()
     model.eval()
     return {**state, "steps_per_epoch": steps_per_epoch, "resumed_from_step": resumed_from,
             "stopped_early": state["step"] < config.steps}
@@ -170,3 +159,23 @@ def warm_start(classifier, mlm_model: EsmForMaskedLM) -> None:
     """Copy the MLM-trained encoder into the classifier; its class head keeps its fresh random weights."""
     classifier.esm.load_state_dict(mlm_model.esm.state_dict(), strict=True)
 
+
+
+def warm_up(classifier, sequences: list[str], config: MLMConfig, checkpoint_dir: str | os.PathLike,
+            init_std: float = 0.02) -> dict:
+    """The warm start of a random-init classifier: a masked language model of its shape (seeded by `config.seed`)
+    trained on `sequences` (pretrain_mlm, resumable), its encoder then copied into the classifier; its outcome."""
+    from .model import esm2_config
+
+    device = next(classifier.parameters()).device
+    shape = {key: getattr(classifier.config, key) for key in ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                                                              "intermediate_size")}
+    model = masked_lm(esm2_config(initializer_range=init_std, **shape), config.seed).to(device)
+    outcome = pretrain_mlm(model, sequences, config, checkpoint_dir)
+    warm_start(classifier, model)
+    return outcome
+
+
+def outcome_figures(outcome: dict | None) -> dict:
+    """A warm start's outcome as result-file keys (seconds and loss curve; zero and empty without a warm start)."""
+    return {"mlm_seconds": outcome["train_seconds"] if outcome else 0.0, "mlm_history": outcome["history"] if outcome else []}

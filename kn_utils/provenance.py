@@ -14,7 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-PACKAGES = ("kn_utils", "torch", "transformers", "captum", "numpy", "pandas", "scikit-learn", "papermill")
+PACKAGES = ("kn_utils", "torch", "transformers", "captum", "numpy", "pandas", "scipy", "statsmodels", "scikit-learn",
+            "papermill", "jupytext")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from .provenance import REPO_ROOT, atomic_path, read_json
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+HEADLINE_BEGIN, HEADLINE_END = "<!-- headline:begin -->", "<!-- headline:end -->"
 
 
 def _load(results: Path, stage: str) -> dict | None:
@@ -117,7 +120,7 @@ def _stale_note(result: dict | None, finetune: dict | None) -> list[str]:
         return []
     was, now = _trained_epochs(result), _trained_epochs(finetune)
     trained = f" (trained {was} epochs, against {now} for notebook 02's)" if was and now and was != now else ""
-    return [f"**Computed on an earlier model than notebook 02's above**{trained}: this result file dates from "
+    return [f"**Computed on an earlier model than notebook 02's**{trained}: this result file dates from "
             f"{created[:10]}, notebook 02's from {model_created[:10]}. `make study` re-runs the stages whose inputs changed.", ""]
 
 
@@ -180,7 +183,8 @@ def _ablation_section(ablation: dict) -> list[str]:
             f"Majority class {ablation['majority_baseline']:.4f}, chance {ablation['chance']:.4f}. The sweep evaluates in "
             f"{ablation['provenance']['parameters'].get('precision', 'fp32')}; the full model scores {ablation['full_accuracy']:.4f} "
             f"there and {ablation.get('full_accuracy_fp32', ablation['full_accuracy']):.4f} in fp32 (notebook 02). "
-            f"{ablation['n_submodels']} submodels in {ablation['sweep_seconds'] / 60:.1f} min; submodel evaluation runs at "
+            f"{ablation['n_submodels']} submodels in {ablation.get('sweep_seconds', ablation['wall_s']) / 60:.1f} min; "
+            "submodel evaluation runs at "
             f"{ablation['evaluation_speed']['ratio']:.0%} of plain inference speed.", "",
             "![Figure 2](figures/05_figure2_accuracy.png)", "", *_ablation_answers(frame, fractions), ""]
 
@@ -309,12 +313,41 @@ def render(results: Path = REPO_ROOT / "results") -> str:
     return "\n".join(lines) if lines else "No committed results yet: run `make study`."
 
 
+HEADLINE_RULES = {"random": "random", "activation": "activation", "integrated gradients": "IG signed (high)"}
+
+
+def headline(results: Path = REPO_ROOT / "results") -> str:
+    """README's first-screen table: the paper's Table 1 beside ours (kept fractions as columns), from the result files."""
+    from .ablation import paper_table1, table1
+
+    finetune, ablation = _load(results, "finetune"), _load(results, "ablation")
+    if not ablation:
+        return "No committed Table 1 yet: run `make study`."
+    ours = table1(_submodels(ablation), ablation["provenance"]["parameters"]["keep_fractions"])
+    paper = paper_table1()
+    rows = [{"selection": f"{rule} (ours: {ours_rule})" if ours_rule != rule else rule,
+             **{column: f"{ours.loc[ours_rule, column]} / {paper.loc[rule, column]}" for column in paper.columns}}
+            for rule, ours_rule in HEADLINE_RULES.items()]
+    table = pd.DataFrame(rows).rename(columns={"100%": "all kept"})
+    return "\n".join(["Test accuracy when only a share of the 5,760 query/key/value neurons is kept, the rest zeroed "
+                      "(**ours / the paper's**; ours random init, the paper's pretrained; random selection: mean ± sd over "
+                      "seeds). Full tables and the controls: *Results* below.", "", table.to_markdown(index=False), "",
+                      *_stale_note(ablation, finetune)]).strip()
+
+
+def _between(text: str, begin: str, end: str, body: str, readme: Path) -> str:
+    """`text` with what lies between the `begin` and `end` markers replaced by `body`."""
+    if begin not in text or end not in text:
+        raise ValueError(f"{readme}: no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
 def update_readme(readme: Path = REPO_ROOT / "README.md") -> None:
-    """Replace the text between the results markers of README.md with `render()` of the results/ beside it."""
-    text = readme.read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{readme}: no {BEGIN} ... {END} markers")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
+    """Regenerate README's headline table and its Results section from the results/ beside it."""
+    results = readme.parent / "results"
+    text = _between(readme.read_text(), BEGIN, END, render(results), readme)
+    text = _between(text, HEADLINE_BEGIN, HEADLINE_END, headline(results), readme)
     with atomic_path(readme) as temporary:
-        temporary.write_text(f"{head}{BEGIN}\n{render(readme.parent / 'results')}\n{END}{tail}")
+        temporary.write_text(text)

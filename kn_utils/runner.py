@@ -9,10 +9,10 @@ from pathlib import Path
 
 from .provenance import REPO_ROOT
 from .sources import MIRROR_ENV
-from .runs import (RUNS_ENV, clear_stamp, load_profile, notebook_parameters, run_dir, runs_root, stage_is_current, stage_key,
-                   stamp_path, write_stamp)
+from .runs import (RUNS_ENV, SOURCES_DIR, clear_stamp, declared_parameters, load_profile, notebook_node, notebook_parameters,
+                   run_dir, runs_root, stage_is_current, stage_key, stamp_path, write_stamp)
 
-NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # the kernels' working folder, and where the record's executed notebooks live
 PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
 
 
@@ -26,17 +26,16 @@ def stage_number(stage: str | int | None) -> str | None:
 
 
 def stage_notebooks(first: str | None = None, last: str | None = None) -> list[Path]:
-    """The numbered notebooks `NN_name.ipynb`, in order, from stage `first` to `last` (numbers, e.g. 2 or 02)."""
+    """The sources `notebooks/NN_name.py` of the numbered notebooks, in order, from stage `first` to `last` (numbers,
+    e.g. 2 or 02)."""
     first, last = stage_number(first), stage_number(last)
-    notebooks = sorted(NOTEBOOKS_DIR.glob("[0-9][0-9]_*.ipynb"))
+    notebooks = sorted(SOURCES_DIR.glob("[0-9][0-9]_*.py"))
     return [nb for nb in notebooks if (first is None or nb.name[:2] >= first) and (last is None or nb.name[:2] <= last)]
 
 
 def undeclared_parameters(profile: str | os.PathLike, notebook: Path, declared: dict | None = None) -> list[str]:
     """Names the profile's section for `notebook` sets but its parameters cell does not declare (as papermill reads it)."""
-    import papermill
-
-    declared = papermill.inspect_notebook(str(notebook)) if declared is None else declared
+    declared = declared_parameters(notebook) if declared is None else declared
     return sorted(set(load_profile(profile).get(notebook.stem) or {}) - set(declared))
 
 
@@ -73,13 +72,11 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
     Raises ValueError for a profile setting the notebook does not declare, a value not of its default's type, and an
     override no notebook in the range declares: found now, not an hour into the study, and never silently ignored.
     """
-    import papermill
-
     notebooks = stage_notebooks(first, last)
     if not notebooks:
         raise ValueError(f"no notebook from stage {first or 'first'} to {last or 'last'} (stages: "
                          f"{', '.join(nb.name[:2] for nb in stage_notebooks())})")
-    declared_by = {notebook: papermill.inspect_notebook(str(notebook)) for notebook in stage_notebooks()}  # read once
+    declared_by = {notebook: declared_parameters(notebook) for notebook in stage_notebooks()}
     unknown_sections, unknown_common = profile_typos(profile, declared_by)
     if unknown_sections or unknown_common:
         raise ValueError(f"profile {profile!r}: " + "; ".join(
@@ -144,7 +141,8 @@ def dataset_mismatches(run: Path, stage: str) -> list[str]:
 
 def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
                 overrides: dict | None = None, log_output: bool = False, rerun: bool = False) -> list[Path]:
-    """Execute the notebooks of a profile in order; executed copies go to `output_dir` (default runs/<profile>/notebooks).
+    """Execute the notebooks of a profile in order, each generated from its source; executed copies go to `output_dir`
+    (default runs/<profile>/notebooks).
 
     A stage whose stamp says it finished with the same notebook, code, packages, parameters and earlier stages is
     skipped (runs.stage_key), so a rerun picks up at the first stage that changed or did not finish; `rerun` runs all.
@@ -162,7 +160,7 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
     executed = []
     for notebook, parameters in plan:
         started = time.perf_counter()
-        target = output_dir / notebook.name
+        target = output_dir / f"{notebook.stem}.ipynb"
         mismatches = dataset_mismatches(run, notebook.name[:2])
         if mismatches:
             raise RuntimeError(f"{notebook.name}: " + "; ".join(mismatches) + ". The dataset was rebuilt after the stages "
@@ -175,7 +173,7 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
             continue
         print(f"[{profile_name}] {notebook.name} ...", flush=True)
         clear_stamp(run, notebook)
-        papermill.execute_notebook(str(notebook), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
+        papermill.execute_notebook(notebook_node(notebook), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
                                    kernel_name="python3", progress_bar=False, log_output=log_output)
         write_stamp(run, notebook, key, target, time.perf_counter() - started)
         print(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s", flush=True)

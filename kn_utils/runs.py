@@ -1,12 +1,19 @@
-"""Run directories and profiles: where a profile's outputs live, which parameters each notebook gets, and which
-stages of a run are up to date (stage stamps), so that a rerun picks up where the last one stopped."""
+"""Run directories, profiles and notebook sources: where a profile's outputs live, which parameters each notebook gets,
+and which stages of a run are up to date (stage stamps), so that a rerun picks up where the last one stopped.
+
+Each notebook has one source, `notebooks/NN_name.py` (a jupytext percent script, reviewed as a plain diff); every
+executed copy (the record in notebooks/, the quick copies in tests/nbval/) is generated from it by the runner.
+"""
 from __future__ import annotations
 
 import datetime as _dt
+import ast
 import hashlib
 import json
 import os
 import re
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -14,6 +21,15 @@ import yaml
 from .provenance import REPO_ROOT, atomic_path, package_versions, sha256_file
 
 PROFILES_DIR = REPO_ROOT / "profiles"
+SOURCES_DIR = REPO_ROOT / "notebooks"  # NN_name.py: the one source of each notebook
+PACKAGE_DIR = REPO_ROOT / "kn_utils"
+# Modules that only draw or report (figures, README): editing them changes no result file, so no stage's stamp covers
+# them; `run --rerun --from NN --to NN` redraws a stage's figures after a plots.py edit.
+PRESENTATION_MODULES = ("plots", "report")
+# The stages whose outputs each stage reads (its inputs' stamps are part of its own); a stage's outputs are listed in
+# README's Layout. 07 reads the same stages of the run it compares with (compare_profile).
+STAGE_READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "02", "03"), "05": ("01", "02", "03", "04"),
+               "06": ("02", "04"), "07": ("01", "02", "04", "05")}
 RUNS_ENV = "KN_RUNS_DIR"
 
 
@@ -75,6 +91,42 @@ def notebook_parameters(profile: str | os.PathLike, notebook: str, overrides: di
     return parameters
 
 
+def source_of(stage: str) -> Path:
+    """The source of notebook `stage` ("03_activations", "03" or 3): notebooks/NN_name.py."""
+    prefix = f"{int(str(stage)[:2]):02d}" if str(stage)[:2].isdigit() else str(stage)
+    matches = sorted(SOURCES_DIR.glob(f"{prefix}_*.py")) if len(prefix) == 2 else [SOURCES_DIR / f"{stage}.py"]
+    if not matches or not matches[0].exists():
+        raise FileNotFoundError(f"no notebook source for stage {stage!r} in {SOURCES_DIR}")
+    return matches[0]
+
+
+def notebook_node(source: Path):
+    """The notebook of a percent-script source (jupytext), with the kernel papermill starts."""
+    import jupytext
+
+    notebook = jupytext.read(source, fmt="py:percent")
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata.pop("jupytext", None)
+    return notebook
+
+
+@lru_cache(maxsize=None)
+def _declared(source: Path, text: str) -> dict:
+    """papermill's reading of the parameters cell of `source` (whose text is `text`, so an edit is seen)."""
+    import nbformat
+    import papermill
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"{source.stem}.ipynb"
+        nbformat.write(notebook_node(source), path)
+        return dict(papermill.inspect_notebook(str(path)))
+
+
+def declared_parameters(source: Path) -> dict:
+    """The parameters a notebook source declares, as papermill reads them: name -> {name, default, help, ...}."""
+    return _declared(Path(source), Path(source).read_text())
+
+
 STAMPS_DIR = "stages"  # runs/<profile>/stages/NN_name.json: what each finished stage ran with
 
 
@@ -83,26 +135,52 @@ def stamp_path(run: Path, notebook: Path) -> Path:
     return run / STAMPS_DIR / f"{notebook.stem}.json"
 
 
-def _earlier_stamps(run: Path, stage: str) -> dict[str, str]:
-    """The text of every stamp of `run` for a stage before `stage`: a rerun of one of them changes it."""
+def _read_stamps(run: Path, stage: str) -> dict[str, str]:
+    """The text of the stamps in `run` of the stages `stage` reads (STAGE_READS): a rerun of one of them changes it."""
     folder = run / STAMPS_DIR
-    return {path.name: path.read_text() for path in sorted(folder.glob("[0-9][0-9]_*.json")) if path.name[:2] < stage}
+    return {path.name: path.read_text() for path in sorted(folder.glob("[0-9][0-9]_*.json"))
+            if path.name[:2] in STAGE_READS.get(stage, ())}
 
 
-def notebook_source(notebook: Path) -> list[list[str]]:
-    """The notebook's cells as (type, text), without outputs or papermill's injected parameters: what a run executes,
-    the same before and after `publish` copies an executed run over it."""
-    cells = json.loads(notebook.read_text())["cells"]
-    return [[cell["cell_type"], "".join(cell["source"])] for cell in cells
-            if "injected-parameters" not in cell.get("metadata", {}).get("tags", [])]
+def _imported_modules(text: str, package_relative: bool) -> set[str]:
+    """kn_utils modules a piece of code imports (at any depth, lazy imports included): `from kn_utils import x`,
+    `import kn_utils.x`, and inside the package `from .x import y` / `from . import x`."""
+    modules = set()
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ImportFrom):
+            inside = package_relative and node.level == 1
+            if inside or node.module == "kn_utils" or (node.module or "").startswith("kn_utils."):
+                base = node.module if inside else (node.module or "").removeprefix("kn_utils").lstrip(".")
+                if base:
+                    modules.add(base.split(".")[0])
+                else:
+                    modules.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.Import):
+            modules.update(alias.name.split(".")[1] for alias in node.names if alias.name.startswith("kn_utils."))
+    return modules
+
+
+def stage_modules(source: Path) -> list[str]:
+    """The kn_utils modules a notebook source imports, transitively, that shape its results (PRESENTATION_MODULES
+    aside); `__init__` always, since every import runs it."""
+    pending, seen = _imported_modules(Path(source).read_text(), False), {"__init__"}
+    while pending:
+        module = pending.pop()
+        path = PACKAGE_DIR / f"{module}.py"
+        if module in seen or module in PRESENTATION_MODULES or not path.exists():
+            continue
+        seen.add(module)
+        pending |= _imported_modules(path.read_text(), True)
+    return sorted(seen)
 
 
 def stage_key(run: Path, notebook: Path, parameters: dict, other_runs: tuple[Path, ...] = ()) -> str:
-    """SHA-256 of everything a stage's outputs depend on: the notebook, kn_utils' code, the package versions, its
-    parameters, and the stamps of the stages before it (in this run and in `other_runs` it reads, e.g. notebook 07's)."""
-    code = {path.name: sha256_file(path) for path in sorted((REPO_ROOT / "kn_utils").glob("*.py"))}
-    inputs = {"notebook": notebook_source(notebook), "code": code, "packages": package_versions(), "parameters": parameters,
-              "before": [_earlier_stamps(folder, notebook.name[:2]) for folder in (run, *other_runs)]}
+    """SHA-256 of everything a stage's outputs depend on: its notebook source, the kn_utils modules it imports
+    (stage_modules), the package versions, its parameters, and the stamps of the stages it reads (in this run and in
+    `other_runs`, e.g. the run notebook 07 compares with)."""
+    code = {module: sha256_file(PACKAGE_DIR / f"{module}.py") for module in stage_modules(notebook)}
+    inputs = {"notebook": notebook.read_text(), "code": code, "packages": package_versions(), "parameters": parameters,
+              "before": [_read_stamps(folder, notebook.name[:2]) for folder in (run, *other_runs)]}
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 

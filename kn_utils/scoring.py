@@ -15,14 +15,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode, pad_batch
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import resolve_precision
 from .neurons import NeuronIndex, gated, recording
-from .training import autocast, length_batches
+from .inference import autocast, length_batches
 
 QUADRATURE_RULES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
 
@@ -47,7 +47,7 @@ def activation_scores(model, sequences: list[str], labels: np.ndarray, max_resid
     """Mean |activation| per neuron over sequences (`mean`, (size,)) and per true class (`per_class`, (classes, size)).
 
     Also `mean_signed`: the plain mean output per neuron, the value mean-ablation puts in its place.
-    `fused_kernels`: GELU in torch's fused kernel (kernels.fused_gelu), as in training.predict_logits.
+    `fused_kernels`: GELU in torch's fused kernel (kernels.fused_gelu), as in inference.predict_logits.
     """
     index = NeuronIndex.of(model)
     device = next(model.parameters()).device
@@ -108,7 +108,7 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
     example's steps do not fit, its steps are taken in chunks, so peak memory is set by `max_tokens`
     whatever the step count. Returns `attributions` (examples, size) float32, and per example
     `p_on` = F(1), `p_off` = F(0) and `completeness_error` = |sum_i IG_i - (p_on - p_off)| / |p_on - p_off|.
-    `fused_kernels`: GELU and its gradient in torch's fused kernel (kernels.fused_gelu), as in training.predict_logits.
+    `fused_kernels`: GELU and its gradient in torch's fused kernel (kernels.fused_gelu), as in inference.predict_logits.
     """
     index = NeuronIndex.of(model)
     device = next(model.parameters()).device
@@ -173,3 +173,77 @@ def per_class_table(index: NeuronIndex, per_class: dict[str, np.ndarray]) -> pd.
             frame[name] = values[label]
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def median_class_variation(per_class: np.ndarray, mean: np.ndarray) -> float:
+    """Median over neurons of the coefficient of variation of a score across classes (sd of class means / mean)."""
+    return float(np.median(np.nanstd(per_class, axis=0) / mean))
+
+
+def mean_by_projection(table: pd.DataFrame, column: str) -> dict[str, float]:
+    """Mean of a score column per projection type (all layers)."""
+    from .neurons import PROJECTIONS
+
+    return {projection: float(table.loc[table["projection"] == projection, column].mean()) for projection in PROJECTIONS}
+
+
+def mean_by_block(table: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Mean of a score column per layer (rows) and projection (columns, query/key/value)."""
+    from .neurons import PROJECTIONS
+
+    return table.groupby(["layer", "projection"])[column].mean().unstack()[list(PROJECTIONS)]
+
+
+def top_rows(table: pd.DataFrame, column: str, count: int = 10) -> list[dict]:
+    """The `count` neurons with the highest `column` as result-file rows (layer, projection, unit, score)."""
+    return table.nlargest(count, column)[["layer", "projection", "unit", column]].to_dict("records")
+
+
+def signed_share_by_projection(table: pd.DataFrame) -> pd.DataFrame:
+    """Signed and absolute IG summed per projection type, with each type's share of the signed total."""
+    from .neurons import PROJECTIONS
+
+    summary = table.groupby("projection")[["ig_signed", "ig_absolute"]].sum()
+    summary["share_of_signed_total"] = summary["ig_signed"] / summary["ig_signed"].sum()
+    return summary.loc[list(PROJECTIONS)]
+
+
+def completeness_summary(ig: dict[str, np.ndarray]) -> dict[str, float]:
+    """Median and 90th percentile of the relative completeness error, and the mean P(true class) with all gates on
+    and all off."""
+    error = ig["completeness_error"]
+    return {"completeness_error_median": float(np.median(error)), "completeness_error_p90": float(np.quantile(error, 0.9)),
+            "completeness_error_max": float(error.max()), "p_on_mean": float(ig["p_on"].mean()),
+            "p_off_mean": float(ig["p_off"].mean())}
+
+
+def ranking_stability(model, sequences: list[str], labels: np.ndarray, ig: dict[str, np.ndarray], max_residues: int,
+                      examples: int, steps: int, rule: str, max_tokens: int, precision: str) -> dict[str, float]:
+    """How stable the IG rankings are: Spearman between two halves of the examples, and between this run's steps and
+    `steps` nodes on the first `examples` examples, for the signed and the absolute score."""
+    from scipy.stats import spearmanr
+
+    subset = slice(0, min(examples, len(sequences)))
+    fine = integrated_gradients(model, sequences[subset], labels[subset], max_residues, steps=steps, rule=rule,
+                                max_tokens=max_tokens, precision=precision)
+    coarse = ig["attributions"][subset]
+    return {"split_half_spearman": split_half_spearman(ig["attributions"], seed=0),
+            "split_half_spearman_absolute": split_half_spearman(np.abs(ig["attributions"]), seed=0),
+            "steps_spearman": float(spearmanr(coarse.mean(0), fine["attributions"].mean(0)).statistic),
+            "steps_spearman_absolute": float(spearmanr(np.abs(coarse).mean(0), np.abs(fine["attributions"]).mean(0)).statistic),
+            "stability_examples": subset.stop}
+
+
+def spearman(first, second) -> float:
+    """Spearman rank correlation of two score vectors."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(first, second).statistic)
+
+
+def stability_table(stability: dict[str, float], steps: int, reference_steps: int) -> pd.DataFrame:
+    """A `ranking_stability` result as a table: halves and step counts (rows) by signed and absolute score."""
+    rows = ["halves of the test set", f"{steps} vs {reference_steps} steps ({stability['stability_examples']} examples)"]
+    return pd.DataFrame({"signed": [stability["split_half_spearman"], stability["steps_spearman"]],
+                         "absolute": [stability["split_half_spearman_absolute"], stability["steps_spearman_absolute"]]},
+                        index=rows).rename_axis("Spearman")

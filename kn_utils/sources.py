@@ -42,7 +42,7 @@ def mirror_checksums(mirror: Path) -> dict[str, str]:
 def download(url: str, target: Path, timeout: float = 60.0) -> Path:
     """Stream `url` to `target` with a progress bar; the size is checked and nothing partial is left behind."""
     import requests
-    from tqdm.auto import tqdm
+    from tqdm import tqdm
 
     with requests.get(url, stream=True, timeout=timeout) as response:
         response.raise_for_status()

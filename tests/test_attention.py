@@ -68,5 +68,5 @@ def test_mlm_warm_start_runs_the_kernel_of_its_precision_and_restores_the_caller
     config = MLMConfig(steps=2, max_tokens=128, max_residues=40, precision="bf16", log_every=1, checkpoint_every=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # bf16 on a CPU without it
-        pretrain_mlm(model, SEQUENCES, config, tmp_path, progress=False)
+        pretrain_mlm(model, SEQUENCES, config, tmp_path)
     assert seen and set(seen) == {attention_kernel("bf16")} and model.config._attn_implementation == LEAN_EAGER

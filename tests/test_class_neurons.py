@@ -10,10 +10,10 @@ from kn_utils.class_neurons import (balanced_subset, combination_counts, matched
                                     per_class_effect, scaled_logits, scaling_effects, shared_and_specific,
                                     specificity_table, top_per_class)
 from kn_utils.scoring import class_means
-from kn_utils.motifs import (activation_peaks, benjamini_hochberg, enrichment, motif_coverage, near, peak_windows,
+from kn_utils.motifs import (activation_peaks, enrichment, motif_coverage, near, peak_windows,
                              top_sequences)
 from kn_utils.neurons import NeuronIndex, hook_count, recording
-from kn_utils.training import predict_logits
+from kn_utils.inference import predict_logits
 
 from conftest import random_protein
 
@@ -112,10 +112,6 @@ def test_enrichment_detects_peaks_on_motifs_and_not_random_peaks():
     random_peaks = rng.integers(0, 100, size=40)
     miss = enrichment(sequences, random_peaks, 100, 0, permutations=500, motifs=motifs).iloc[0]
     assert miss["p_value"] > 0.05
-
-
-def test_benjamini_hochberg():
-    assert np.allclose(benjamini_hochberg(np.array([0.01, 0.04, 0.03, 0.5])), [0.04, 0.04 * 4 / 3, 0.04 * 4 / 3, 0.5])
 
 
 def test_activation_peaks_match_a_direct_reading(tiny_model):

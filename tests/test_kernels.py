@@ -13,7 +13,8 @@ from kn_utils.model import random_classifier
 from kn_utils.motifs import activation_peaks
 from kn_utils.pretraining import MLMConfig, masked_lm, pretrain_mlm
 from kn_utils.scoring import activation_scores, integrated_gradients
-from kn_utils.training import TrainConfig, adamw, optimiser_step, predict_logits, train
+from kn_utils.inference import predict_logits
+from kn_utils.training import TrainConfig, adamw, optimiser_step, train
 from test_attention import SEQUENCES, logits_and_gradients
 
 
@@ -90,9 +91,9 @@ def test_training_loops_use_the_fused_kernels_only_while_they_run(tiny_config, t
         model = random_classifier(tiny_config, 0, "eager", pooling="mean")
         config = TrainConfig(epochs=1, max_tokens=256, max_residues=40, precision="fp32", pooling="mean",
                              fused_kernels=fused)
-        train(model, SEQUENCES, labels, [], labels[:0], config, tmp_path / f"train-{fused}", progress=False)
+        train(model, SEQUENCES, labels, [], labels[:0], config, tmp_path / f"train-{fused}")
         pretrain_mlm(masked_lm(tiny_config, 0), SEQUENCES, MLMConfig(steps=1, max_tokens=256, max_residues=40,
-                     precision="fp32", fused_kernels=fused), tmp_path / f"mlm-{fused}", progress=False)
+                     precision="fp32", fused_kernels=fused), tmp_path / f"mlm-{fused}")
         assert (calls["fused"] > 0, calls["stock"] > 0) == (fused, not fused)
         assert modeling_esm.gelu is counting_stock
 

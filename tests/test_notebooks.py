@@ -16,41 +16,65 @@ import pytest
 
 from kn_utils.model import select_device
 from kn_utils.runner import run_profile, stage_notebooks
-from kn_utils.runs import run_dir
+from kn_utils.runs import notebook_node, run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKED = REPO / "tests" / "nbval"
 STAGES = {"01": "data", "02": "finetune", "03": "activations", "04": "integrated_gradients", "05": "ablation", "06": "heatmaps", "07": "class_neurons"}
 
 
-def _code_cells(path: Path) -> list[str]:
-    notebook = nbformat.read(path, as_version=4)
+def _code_cells(notebook) -> list[str]:
     return [cell.source for cell in notebook.cells
             if cell.cell_type == "code" and "injected-parameters" not in cell.metadata.get("tags", [])]
 
 
-@pytest.mark.parametrize("notebook", stage_notebooks(), ids=lambda p: p.name)
-def test_checked_copy_is_regenerated_after_code_changes(notebook):
-    copy = CHECKED / notebook.name
-    assert copy.exists(), f"{copy} missing: run `make nbval-update`"
-    assert _code_cells(copy) == _code_cells(notebook), f"{notebook.name} changed since {copy} was executed: run `make nbval-update`"
+@pytest.mark.parametrize("source", stage_notebooks(), ids=lambda p: p.name)
+def test_checked_copy_is_regenerated_after_code_changes(source):
+    copy = CHECKED / f"{source.stem}.ipynb"
+    assert copy.exists(), f"{copy} missing: run `make notebooks`"
+    assert _code_cells(nbformat.read(copy, as_version=4)) == _code_cells(notebook_node(source)), (
+        f"{source.name} changed since {copy} was executed from it: run `make notebooks`")
 
 
-@pytest.mark.parametrize("notebook", stage_notebooks(), ids=lambda p: p.name)
-def test_cells_that_say_nbval_ignores_them_carry_its_tag(notebook):
+@pytest.mark.parametrize("source", stage_notebooks(), ids=lambda p: p.name)
+def test_notebook_code_cells_are_calls_not_algorithms(source):
+    """Logic lives in kn_utils: no def or class in a notebook, and no code cell over 15 lines (parameters aside)."""
+    import ast
+
+    for cell in notebook_node(source).cells:
+        if cell.cell_type != "code" or "parameters" in cell.metadata.get("tags", []):
+            continue
+        defined = [node for node in ast.walk(ast.parse(cell.source))
+                   if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda))]
+        assert not defined, f"{source.name}: a cell defines {type(defined[0]).__name__}: {cell.source[:80]!r}"
+        lines = len(cell.source.strip().splitlines())
+        assert lines <= 15, f"{source.name}: a code cell of {lines} lines: {cell.source[:80]!r}"
+
+
+@pytest.mark.parametrize("source", stage_notebooks(), ids=lambda p: p.name)
+def test_cells_that_say_nbval_ignores_them_carry_its_tag(source):
     """A `# NBVAL_IGNORE_OUTPUT  (reason)` comment documents; the `nbval-ignore-output` tag is what nbval acts on
     (it reads a comment only when the line holds the bare marker), so a commented cell without the tag is checked."""
-    for cell in nbformat.read(notebook, as_version=4).cells:
+    for cell in notebook_node(source).cells:
         if cell.cell_type == "code" and "# NBVAL_IGNORE_OUTPUT" in cell.source:
-            assert "nbval-ignore-output" in cell.metadata.get("tags", []), f"{notebook.name}: {cell.source[:80]!r} lacks the tag"
+            assert "nbval-ignore-output" in cell.metadata.get("tags", []), f"{source.name}: {cell.source[:80]!r} lacks the tag"
 
 
-@pytest.mark.parametrize("notebook", stage_notebooks(), ids=lambda p: p.name)
-def test_every_notebook_has_a_parameters_cell(notebook):
-    cells = nbformat.read(notebook, as_version=4).cells
+@pytest.mark.parametrize("source", stage_notebooks(), ids=lambda p: p.name)
+def test_every_notebook_states_its_question_and_opens_its_stage(source):
+    cells = notebook_node(source).cells
     tagged = [cell for cell in cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1 and "profile" in tagged[0].source
     assert cells[0].cell_type == "markdown" and "**Question.**" in cells[0].source
+    assert f'open_stage("{source.stem}", globals())' in source.read_text()  # one stage helper, no copied set-up
+    assert '["provenance"]' not in source.read_text()  # no deep look-ups into result files
+
+
+def test_executed_notebooks_keep_progress_output_short():
+    for copy in sorted(CHECKED.glob("*.ipynb")):
+        streams = [output.text for cell in nbformat.read(copy, as_version=4).cells if cell.cell_type == "code"
+                   for output in cell.outputs if output.output_type == "stream"]
+        assert sum(text.count("\n") + text.count("\r") for text in streams) < 60, copy.name
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +180,7 @@ def test_class_neurons_record_sets_effects_and_corrected_tests(results):
     record = results["class_neurons"]
     parameters = record["provenance"]["parameters"]
     assert all(len(ids) == parameters["top_size"] for ids in record["class_set_ids"].values())
-    assert all(name.startswith("L") and name.count(".") == 2 for name in record["class_sets"]["1"])
+    assert all(name.startswith("L") and name.count(".") == 2 for name in record["class_sets"]["1"])  # NeuronIndex.name
     for factor in ("0", "2"):
         for metric in ("probability", "accuracy"):
             matrices = record["scaling"][factor][metric]
@@ -244,15 +268,14 @@ def test_report_renders_the_homology_comparison(quick_run, tmp_path):
     assert "beats random by more than 2 sd" in answers and '"value least important": holds' in answers
 
 
-def test_validation_fraction_and_weight_average_score_held_out_training_chains_each_epoch(quick_run, tmp_path):
+def test_validation_fraction_scores_held_out_training_chains_each_epoch(quick_run, tmp_path):
     import shutil
 
     from kn_utils.runs import PROFILES_DIR
 
     shutil.copy(PROFILES_DIR / "quick.yaml", tmp_path)
     profile = tmp_path / "quick-validation.yaml"
-    profile.write_text("extends: quick\n02_finetune:\n  validation_fraction: 0.25\n  epochs: 1\n  mlm_steps: 4\n"
-                       "  ema_decay: 0.9\n")
+    profile.write_text("extends: quick\n02_finetune:\n  validation_fraction: 0.25\n  epochs: 1\n  mlm_steps: 4\n")
     run = run_dir("quick-validation")
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
     for name in ("dataset.parquet", "data.json"):  # notebook 01's output, as the quick run built it
@@ -263,7 +286,6 @@ def test_validation_fraction_and_weight_average_score_held_out_training_chains_e
     assert finetune["epoch_scores_on"] == "validation" and finetune["provenance"]["parameters"]["validation_fraction"] == 0.25
     assert finetune["n_train"] + finetune["n_validation"] == n_train and 0.2 < finetune["n_validation"] / n_train < 0.3
     assert len(finetune["history"]) == 1 and 0 <= finetune["accuracy"] <= 1  # the test set, scored once at the end
-    assert finetune["provenance"]["parameters"]["ema_decay"] == 0.9 and "live_accuracy" in finetune["history"][0]
     assert json.loads((quick_run / "finetune.json").read_text())["epoch_scores_on"] == "test"  # the default
     assert "held out for validation" in json.dumps(nbformat.read(tmp_path / "02_finetune.ipynb", as_version=4).cells)
 

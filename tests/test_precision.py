@@ -58,7 +58,7 @@ def test_auto_training_is_the_run_of_the_precision_it_resolves_to(cpu_flags, tin
     def losses(precision: str, folder: str) -> list[float]:
         model = random_classifier(tiny_config, 0, "eager")
         outcome = train(model, sequences, labels, sequences, labels, TrainConfig(precision=precision, **settings),
-                        tmp_path / folder, classification_metrics, progress=False)
+                        tmp_path / folder, classification_metrics)
         return [epoch["train_loss"] for epoch in outcome["history"]]
 
     cpu_flags(avx2=True)
@@ -94,7 +94,7 @@ def test_training_uses_the_attention_kernel_of_its_precision(tiny_config, toy_ta
     config = TrainConfig(epochs=1, max_tokens=256, max_residues=40, precision=precision, checkpoint_every=1000)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # bf16 on a CPU without it
-        train(model, sequences, labels, sequences, labels, config, tmp_path, evaluate, progress=False)
+        train(model, sequences, labels, sequences, labels, config, tmp_path, evaluate)
     assert seen == [kernel] and model.config._attn_implementation == "kn_eager"
 
 

@@ -48,7 +48,7 @@ def test_unigram_loss_is_the_residue_entropy():
 def test_mlm_learns_context_beyond_residue_frequencies(tiny_config, tmp_path):
     sequences = _homopolymers()
     model = masked_lm(tiny_config, seed=0)
-    outcome = pretrain_mlm(model, sequences, _config(steps=80, learning_rate=1e-2), tmp_path, progress=False)
+    outcome = pretrain_mlm(model, sequences, _config(steps=80, learning_rate=1e-2), tmp_path)
     history = outcome["history"]
     assert [point["step"] for point in history] == list(range(10, 81, 10))
     assert history[0]["loss"] > unigram_loss(sequences, 40)  # a fresh model is worse than residue frequencies
@@ -59,40 +59,40 @@ def test_mlm_learns_context_beyond_residue_frequencies(tiny_config, tmp_path):
 def test_killed_mlm_resumes_to_the_same_weights_and_curve(tiny_config, tmp_path):
     sequences, config = _homopolymers(), _config(steps=12, log_every=4, checkpoint_every=5, precision="bf16")
     straight = masked_lm(tiny_config, seed=0)
-    full = pretrain_mlm(straight, sequences, config, tmp_path / "a", progress=False)
-    partial = pretrain_mlm(masked_lm(tiny_config, seed=0), sequences, config, tmp_path / "b", progress=False, stop_after_steps=6)
+    full = pretrain_mlm(straight, sequences, config, tmp_path / "a")
+    partial = pretrain_mlm(masked_lm(tiny_config, seed=0), sequences, config, tmp_path / "b", stop_after_steps=6)
     assert partial["stopped_early"] and partial["step"] == 6
     resumed = masked_lm(tiny_config, seed=0)  # a fresh process: weights come from the checkpoint
-    outcome = pretrain_mlm(resumed, sequences, config, tmp_path / "b", progress=False)
+    outcome = pretrain_mlm(resumed, sequences, config, tmp_path / "b")
     assert outcome["resumed_from_step"] == 6 and not outcome["stopped_early"]
     assert [p["loss"] for p in outcome["history"]] == [p["loss"] for p in full["history"]]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    again = pretrain_mlm(masked_lm(tiny_config, seed=0), sequences, config, tmp_path / "b", progress=False)
+    again = pretrain_mlm(masked_lm(tiny_config, seed=0), sequences, config, tmp_path / "b")
     assert again["resumed_from_step"] == config.steps  # a finished pass is reused, not repeated
 
 
 def test_mlm_resume_with_other_settings_or_data_or_a_corrupt_file_is_refused(tiny_config, tmp_path):
     sequences = _homopolymers()
-    pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=2), tmp_path, progress=False)
+    pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=2), tmp_path)
     with pytest.raises(RuntimeError, match="other MLM settings"):
-        pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=3), tmp_path, progress=False)
+        pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=3), tmp_path)
     with pytest.raises(RuntimeError, match="mlm.pt: this MLM checkpoint was trained on data with fingerprint"):
-        pretrain_mlm(masked_lm(tiny_config, 0), sequences[1:], _config(steps=2), tmp_path, progress=False)
+        pretrain_mlm(masked_lm(tiny_config, 0), sequences[1:], _config(steps=2), tmp_path)
     wider_init = tiny_config.__class__(**{**tiny_config.to_dict(), "initializer_range": 0.05})  # -p init_std 0.05
     for other_start in (masked_lm(tiny_config, 1), masked_lm(wider_init, 0)):
         with pytest.raises(RuntimeError, match="mlm.pt: this MLM checkpoint started from other weights"):
-            pretrain_mlm(other_start, sequences, _config(steps=2), tmp_path, progress=False)
+            pretrain_mlm(other_start, sequences, _config(steps=2), tmp_path)
     (tmp_path / "mlm.pt").write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="mlm.pt: corrupt MLM checkpoint"):
-        pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=2), tmp_path, progress=False)
+        pretrain_mlm(masked_lm(tiny_config, 0), sequences, _config(steps=2), tmp_path)
     with pytest.raises(ValueError, match="at least one training sequence"):
-        pretrain_mlm(masked_lm(tiny_config, 0), [], _config(), tmp_path / "empty", progress=False)
+        pretrain_mlm(masked_lm(tiny_config, 0), [], _config(), tmp_path / "empty")
 
 
 def test_warm_start_copies_the_encoder_and_keeps_the_fresh_head(tiny_config, tmp_path):
     mlm = masked_lm(tiny_config, seed=1)
-    pretrain_mlm(mlm, _homopolymers(), _config(steps=3), tmp_path, progress=False)
+    pretrain_mlm(mlm, _homopolymers(), _config(steps=3), tmp_path)
     classifier = random_classifier(tiny_config, 0, "eager")
     head = {name: value.clone() for name, value in classifier.classifier.state_dict().items()}
     warm_start(classifier, mlm)

@@ -53,7 +53,8 @@ def test_publish_keeps_other_profiles_out_of_the_study_record(tmp_path, monkeypa
 
     runs, repo = tmp_path / "runs", tmp_path / "repo"
     repo.mkdir()
-    (repo / "README.md").write_text("# x\n<!-- results:begin -->\nold\n<!-- results:end -->\ntail\n")
+    (repo / "README.md").write_text("# x\n<!-- headline:begin -->\nold\n<!-- headline:end -->\n"
+                                    "<!-- results:begin -->\nold\n<!-- results:end -->\ntail\n")
     monkeypatch.setenv("KN_RUNS_DIR", str(runs))
     _fake_run(runs, "full", 0.4)
     _fake_run(runs, "full-accession", 0.3)
@@ -76,7 +77,7 @@ def test_every_profile_setting_reaches_a_declared_notebook_parameter(profile):
 
 def test_a_setting_the_notebook_does_not_declare_stops_the_run(tmp_path):
     (tmp_path / "typo.yaml").write_text("02_finetune:\n  mlm_stepz: 100\n")
-    with pytest.raises(ValueError, match="02_finetune.ipynb: profile .* sets mlm_stepz"):
+    with pytest.raises(ValueError, match="02_finetune.py: profile .* sets mlm_stepz"):
         run_profile(str(tmp_path / "typo.yaml"), first="02", last="02", output_dir=tmp_path / "out")
 
 
@@ -100,7 +101,7 @@ def test_a_value_of_the_wrong_type_or_a_parameter_no_notebook_declares_stops_the
         run_profile("quick", first="02", last="02", output_dir=out, overrides={"learning_rate": read_yaml("1e-4x")})
     with pytest.raises(ValueError, match=r"epochs = 2.5 is float, but its default .* is int"):
         run_profile("quick", first="02", last="02", output_dir=out, overrides={"epochs": 2.5})
-    with pytest.raises(ValueError, match=r"-p learning_rat: no notebook from 01_data.ipynb to 02_finetune.ipynb declares"):
+    with pytest.raises(ValueError, match=r"-p learning_rat: no notebook from 01_data.py to 02_finetune.py declares"):
         run_profile("quick", last="02", output_dir=out, overrides={"learning_rat": 1e-4})
     assert not out.exists()  # nothing ran: not even the output folder was made
 
@@ -222,7 +223,7 @@ def test_a_stage_never_runs_on_a_dataset_its_inputs_were_not_built_from(tmp_path
     assert [line.split(" records")[0] for line in dataset_mismatches(run, "05")] == [str(run / "data.json"),
                                                                                     str(run / "finetune.json")]
     monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))
-    with pytest.raises(RuntimeError, match=r"03_activations.ipynb: .*data.json records dataset .* run again from the stage"):
+    with pytest.raises(RuntimeError, match=r"03_activations.py: .*data.json records dataset .* run again from the stage"):
         run_profile("quick", first="03", last="03", output_dir=tmp_path / "out")
 
 
@@ -235,7 +236,7 @@ def test_a_rerun_skips_the_stages_that_finished_with_the_same_inputs_and_resumes
 
     def execute(notebook, target, parameters, **_):
         """papermill's stand-in: records the stage, writes its executed copy, or dies as a killed kernel would."""
-        stage = Path(notebook).name[:2]
+        stage = Path(target).name[:2]
         calls.append(stage)
         if stage == fail_at["stage"]:
             raise RuntimeError("kernel died")
@@ -255,7 +256,7 @@ def test_a_rerun_skips_the_stages_that_finished_with_the_same_inputs_and_resumes
     assert ran(overrides={"epochs": 3}) == every[1:]  # fine-tuning changed: it and every stage after it
     assert ran(overrides={"epochs": 3}) == []
     (out / "05_ablation.ipynb").unlink()
-    assert ran(overrides={"epochs": 3}) == every[4:]  # its executed copy is gone; the stages after it read its outputs
+    assert ran(overrides={"epochs": 3}) == ["05", "07"]  # its executed copy is gone; 07 reads its outputs, 06 does not
     fail_at["stage"] = "04"
     with pytest.raises(RuntimeError, match="kernel died"):
         ran(rerun=True)
@@ -263,4 +264,45 @@ def test_a_rerun_skips_the_stages_that_finished_with_the_same_inputs_and_resumes
     fail_at["stage"] = None
     assert ran() == every[3:]  # 01-03 finished again before the kill, with the profile's own epochs
     (out / "06_heatmaps.ipynb").write_text("{}")  # an executed copy that is not the one the stage wrote
-    assert ran() == every[5:]
+    assert ran() == ["06"]  # nothing reads notebook 06's outputs
+
+
+def test_a_stage_stamp_covers_the_modules_it_imports_and_no_other(tmp_path, monkeypatch):
+    """Editing a module changes the key of exactly the stages importing it (transitively); plots.py and report.py only
+    draw and report, so editing them leaves every stage up to date."""
+    import shutil
+
+    from kn_utils import runs
+
+    package = tmp_path / "kn_utils"
+    shutil.copytree(runs.PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(runs, "PACKAGE_DIR", package)
+    run = tmp_path / "run"
+
+    def keys() -> dict[str, str]:
+        return {notebook.name[:2]: runs.stage_key(run, notebook, {"profile": "x"}) for notebook in stage_notebooks()}
+
+    before = keys()
+    for cosmetic in ("plots.py", "report.py"):
+        (package / cosmetic).write_text((package / cosmetic).read_text() + "\n# a cosmetic edit\n")
+    assert keys() == before
+    (package / "scoring.py").write_text((package / "scoring.py").read_text() + "\n# changes the scores\n")
+    after = keys()
+    changed = sorted(stage for stage in before if before[stage] != after[stage])
+    importing = sorted(notebook.name[:2] for notebook in stage_notebooks() if "scoring" in runs.stage_modules(notebook))
+    assert changed == importing and "01" not in changed and {"03", "04"} <= set(changed)
+    assert "motifs" in runs.stage_modules(runs.source_of("07")) and "motifs" not in runs.stage_modules(runs.source_of("02"))
+    assert "stats" in runs.stage_modules(runs.source_of("06"))  # reached through heatmaps: transitive
+
+
+def test_a_stage_stamp_covers_the_stamps_of_the_stages_it_reads_and_no_other(tmp_path):
+    from kn_utils import runs
+
+    run = tmp_path / "run"
+    (run / "stages").mkdir(parents=True)
+    heatmaps = runs.source_of("06")
+    before = runs.stage_key(run, heatmaps, {})
+    (run / "stages" / "05_ablation.json").write_text('{"key": "a rerun of 05"}')
+    assert runs.stage_key(run, heatmaps, {}) == before  # 06 does not read 05's outputs
+    (run / "stages" / "04_integrated_gradients.json").write_text('{"key": "a rerun of 04"}')
+    assert runs.stage_key(run, heatmaps, {}) != before

@@ -1,0 +1,191 @@
+"""One notebook stage of a run, opened in one line: its parameters, inputs, model and result files.
+
+A notebook's first code cell is `stage = open_stage("03_activations", globals())`; from then on it asks the stage
+for what it needs (`stage.test_set`, `stage.model`, `stage.index`, `stage.max_residues`, ...) and ends with
+`stage.save_result(...)`, which records every parameter the notebook declares, with the provenance of the result.
+Everything is loaded on first use, so a stage pays only for what it reads.
+"""
+from __future__ import annotations
+
+import resource
+import time
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import provenance
+from .runs import declared_parameters, run_dir, source_of
+
+
+class Stage:
+    """A stage (notebook `name`) of the run of `parameters["profile"]`, with the parameters its notebook declares."""
+
+    def __init__(self, name: str, parameters: dict) -> None:
+        """Open the run folder; nothing else is read until asked for."""
+        self.name, self.parameters = name, parameters
+        self.run = run_dir(parameters["profile"])
+        self.started = time.perf_counter()
+
+    # --- inputs written by earlier stages -------------------------------------------------------------------------
+    def result(self, stage: str) -> dict:
+        """An earlier stage's result file (`data`, `finetune`, ...), naming the stage to run when it is missing."""
+        return provenance.read_json(self.run / f"{stage}.json")
+
+    @cached_property
+    def dataset(self) -> pd.DataFrame:
+        """The run's dataset table (notebook 01's dataset.parquet)."""
+        from .data import load_dataset
+
+        return load_dataset(self.run / "dataset.parquet")
+
+    @cached_property
+    def train_set(self) -> pd.DataFrame:
+        """The training split."""
+        return self.dataset[self.dataset["split"] == "train"]
+
+    @cached_property
+    def test_set(self) -> pd.DataFrame:
+        """The test split, in the dataset's order (every per-example array of the run follows it)."""
+        return self.dataset[self.dataset["split"] == "test"]
+
+    @property
+    def sequences(self) -> list[str]:
+        """The test sequences."""
+        return self.test_set["sequence"].tolist()
+
+    @property
+    def labels(self) -> np.ndarray:
+        """The test labels (class indices)."""
+        return self.test_set["label"].to_numpy()
+
+    @cached_property
+    def dataset_sha256(self) -> str:
+        """Checksum of the dataset's sequences, labels and split (data.sequence_checksum)."""
+        from .data import sequence_checksum
+
+        return sequence_checksum(self.dataset)
+
+    @cached_property
+    def split(self) -> str:
+        """How notebook 01 split the data: random or accession."""
+        return self.result("data")["provenance"]["parameters"]["split"]
+
+    @cached_property
+    def max_residues(self) -> int:
+        """Residues of each sequence the model sees: this notebook's parameter, else what notebook 02 trained with."""
+        if "max_residues" in self.parameters:
+            return self.parameters["max_residues"]
+        return self.result("finetune")["provenance"]["parameters"]["max_residues"]
+
+    def scores(self) -> pd.DataFrame:
+        """Notebook 04's neuron score table (activation, ig_signed, ig_absolute per neuron)."""
+        return pd.read_parquet(self.run / "neuron_scores.parquet")
+
+    def arrays(self, name: str) -> dict[str, np.ndarray]:
+        """The arrays of an earlier stage's `name`.npz (activations, integrated_gradients)."""
+        path = self.run / f"{name}.npz"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found; run the stage that writes it first")
+        with np.load(path) as arrays:
+            return dict(arrays)
+
+    # --- the model --------------------------------------------------------------------------------------------------
+    @cached_property
+    def device(self):
+        """The device the `device` parameter names (auto: CUDA when present, else CPU)."""
+        from .model import select_device
+
+        return select_device(self.parameters.get("device", "auto"))
+
+    @cached_property
+    def precision(self) -> str:
+        """The `precision` parameter resolved for the device (auto: bf16 where it is native); fp32 when undeclared."""
+        from .model import resolve_precision
+
+        return resolve_precision(self.parameters.get("precision", "fp32"), self.device)
+
+    @cached_property
+    def _loaded(self):
+        """The fine-tuned classifier of notebook 02 on `device`, with its ModelInfo."""
+        from .model import load_finetuned
+
+        return load_finetuned(self.run / "model", self.device)
+
+    @property
+    def model(self):
+        """The fine-tuned classifier (eval mode)."""
+        return self._loaded[0]
+
+    @property
+    def info(self):
+        """Where the model's weights came from (model.ModelInfo)."""
+        return self._loaded[1]
+
+    @cached_property
+    def index(self):
+        """The model's neuron index (neurons.NeuronIndex): layers x projections x units."""
+        from .neurons import NeuronIndex
+
+        return NeuronIndex.of(self.model)
+
+    def banner(self, info=None):
+        """The weights banner of the model (or of `info`), as notebook Markdown."""
+        from IPython.display import Markdown
+
+        from .model import weights_banner
+
+        return Markdown(weights_banner(info or self.info))
+
+    # --- outputs ----------------------------------------------------------------------------------------------------
+    def save_figure(self, figure, name: str) -> Path:
+        """Save a matplotlib figure as runs/<profile>/figures/<name>.png (atomically) and close it."""
+        from .plots import save_figure
+
+        return save_figure(figure, self.run / "figures", name)
+
+    def save_table(self, frame: pd.DataFrame, name: str) -> Path:
+        """Write a table as runs/<profile>/<name>.parquet (atomically)."""
+        return provenance.save_table(frame, self.run / f"{name}.parquet")
+
+    def save_arrays(self, name: str, **arrays: np.ndarray) -> Path:
+        """Write arrays as runs/<profile>/<name>.npz (atomically)."""
+        path = self.run / f"{name}.npz"
+        with provenance.atomic_path(path) as temporary:
+            with open(temporary, "wb") as handle:
+                np.savez_compressed(handle, **arrays)
+        return path
+
+    def save_result(self, name: str, figures: dict, *, parameters: dict | None = None, info=None,
+                    inputs: dict | None = None) -> Path:
+        """Write runs/<profile>/<name>.json: `figures`, wall time and peak memory, and the provenance block.
+
+        The provenance records every parameter the notebook declares (with `parameters` added, e.g. a training
+        config), the resolved residue window and precision, the model's origin (`info`, else the loaded model's),
+        the dataset checksum (with `inputs` added), device, versions and commit.
+        """
+        info = info if info is not None else (self.info if "_loaded" in self.__dict__ else None)
+        recorded = {**self.parameters, **(parameters or {})}
+        if "precision" in self.parameters:
+            recorded["precision"] = self.precision
+        if (self.run / "dataset.parquet").exists() or "max_residues" in self.parameters:
+            recorded.setdefault("max_residues", self.max_residues)
+        figures = {**figures, "wall_s": time.perf_counter() - self.started,
+                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        if info is not None:
+            figures.update(init=info.init, model_source=info.source)
+        checksum = {"dataset_sha256": self.dataset_sha256} if (self.run / "dataset.parquet").exists() else {}
+        return provenance.write_result(self.run, name, figures, recorded, device=str(self.device),
+                                       model=None if info is None else info.as_dict(),
+                                       inputs={**checksum, **(inputs or {})})
+
+
+def open_stage(name: str, namespace: dict) -> Stage:
+    """The stage of notebook `name` (e.g. "03_activations"), with the values in `namespace` (the notebook's globals())
+    of every parameter its parameters cell declares."""
+    declared = declared_parameters(source_of(name))
+    missing = [parameter for parameter in declared if parameter not in namespace]
+    if missing:
+        raise NameError(f"{name}: parameter(s) {', '.join(missing)} not defined; run the parameters cell first")
+    return Stage(name, {parameter: namespace[parameter] for parameter in declared})
