@@ -46,6 +46,8 @@ from kn_utils.stage import open_stage
 stage = open_stage("07_class_neurons", globals())
 display(stage.banner())
 index, names, labels = stage.index, [str(c) for c in data.LABELS], stage.labels
+
+# %%
 ig = stage.arrays("integrated_gradients")
 if not np.array_equal(ig["labels"], labels):
     raise RuntimeError("integrated_gradients.npz does not match the test set: rerun notebook 04")
