@@ -193,12 +193,12 @@ def accuracy_curve(results: pd.DataFrame, levels: dict[str, float], metric: str 
 
 def kept_heatmaps(grids: dict[tuple[str, float], np.ndarray], n_layers: int, bin_width: int) -> plt.Figure:
     """Figures 3-5: one panel per (method, sparsity); rows layer x {query, key, value}, cells fraction kept per unit group."""
-    from .neurons import PROJECTIONS
+    from .neurons import PROJECTIONS, block_name
 
     methods = list(dict.fromkeys(method for method, _ in grids))
     sparsities = list(dict.fromkeys(sparsity for _, sparsity in grids))
     figure, axes = plt.subplots(len(sparsities), len(methods), figsize=(3.2 * len(methods), 3.4 * len(sparsities)), squeeze=False)
-    labels = [f"L{layer} {name[0].upper()}" for layer in range(n_layers) for name in PROJECTIONS]
+    labels = [block_name(layer, name) for layer in range(n_layers) for name in PROJECTIONS]
     for row, sparsity in enumerate(sparsities):
         for column, method in enumerate(methods):
             axis = axes[row, column]
