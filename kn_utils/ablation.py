@@ -157,9 +157,9 @@ def method_label(row) -> str:
 def table1(results: pd.DataFrame, keep_fractions: list[float], metric: str = "accuracy") -> pd.DataFrame:
     """Our Table 1: one row per selection rule (random as mean ± sd over seeds), one column per kept fraction."""
 
-    full = float(results.loc[results["method"] == "full", metric].iloc[0])
-    plain = results[(results["method"] != "full") & (results["ablation"] == "zero") & ~results["matched"]
-                    & results["keep_fraction"].isin(keep_fractions)].copy()
+    full = full_accuracy(results, metric)
+    plain = plain_zero(results)
+    plain = plain[plain["keep_fraction"].isin(keep_fractions)].copy()
     plain["rule"] = plain.apply(method_label, axis=1)
     grouped = plain.groupby(["rule", "keep_fraction"])[metric].agg(["mean", "std", "count"])
     cells = grouped.apply(lambda r: f"{r['mean']:.4f} ± {r['std']:.4f}" if r["count"] > 1 else f"{r['mean']:.4f}", axis=1)
@@ -199,8 +199,8 @@ def inference_speed(model, sequences: list[str], max_residues: int, kept: np.nda
 
 
 def plain_zero(results: pd.DataFrame) -> pd.DataFrame:
-    """The sweep's zero-ablated submodels without the per-projection matching."""
-    return results[(results["ablation"] == "zero") & ~results["matched"]]
+    """The sweep's zero-ablated submodels without the per-projection matching (the intact model is not among them)."""
+    return results[(results["ablation"] == "zero") & ~results["matched"].astype(bool)]
 
 
 def direction_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
@@ -234,9 +234,9 @@ def mean_ablation_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.D
     return rows.pivot_table(index="keep_fraction", columns="rule", values=metric).sort_index(ascending=False)
 
 
-def full_accuracy(results: pd.DataFrame) -> float:
-    """The intact model's accuracy in the sweep."""
-    return float(results.loc[results["method"] == "full", "accuracy"].iloc[0])
+def full_accuracy(results: pd.DataFrame, metric: str = "accuracy") -> float:
+    """The intact model's accuracy (or `metric`) in the sweep."""
+    return float(results.loc[results["method"] == "full", metric].iloc[0])
 
 
 def sweep_records(results: pd.DataFrame) -> list[dict]:

@@ -16,8 +16,8 @@ import torch
 
 from .metrics import classification_metrics, true_class_probabilities
 from .neurons import NeuronIndex, gated
-from .stats import top_k
 from .inference import predict_logits
+from .stats import top_k
 
 
 def top_per_class(per_class: np.ndarray, size: int) -> list[np.ndarray]:

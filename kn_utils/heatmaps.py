@@ -6,8 +6,9 @@ from itertools import combinations
 import numpy as np
 import pandas as pd
 
+from .ablation import select, select_random
 from .neurons import PROJECTIONS, NeuronIndex, block_name
-from .stats import permutation_p_value
+from .stats import holm, permutation_p_value
 
 
 def kept_grid(kept: np.ndarray, index: NeuronIndex, bin_width: int) -> np.ndarray:
@@ -85,8 +86,6 @@ CLAIMS = {"value least important": value_least_statistic, "key densest": key_den
 def selections(scores: pd.DataFrame, size: int, sparsities: list[float], seed: int = 0,
                rules: dict | None = None) -> dict[tuple[str, float], np.ndarray]:
     """The kept set of every rule (RULES) at every sparsity (share of neurons dropped), keyed (rule, sparsity)."""
-    from .ablation import select, select_random
-
     rules = RULES if rules is None else rules
     return {(name, sparsity): (select_random(size, 1 - sparsity, seed) if rule is None
                                else select(scores[rule[0]].to_numpy(), 1 - sparsity, rule[1]))
@@ -104,8 +103,6 @@ def claim_tests(selections: dict[tuple[str, float], np.ndarray], index: NeuronIn
                 seed: int = 0) -> pd.DataFrame:
     """Every claim (CLAIMS) tested on every non-random selection against random kept sets of its size, with
     Holm-adjusted p-values over all of them (`p_holm`)."""
-    from .stats import holm
-
     tests = pd.DataFrame([{"claim": claim, "method": name, "sparsity": sparsity,
                            **permutation_test(kept, index, statistic, permutations, seed)}
                           for claim, statistic in CLAIMS.items() for (name, sparsity), kept in selections.items()

@@ -18,7 +18,7 @@ from .attention import attention_implementation
 from .kernels import fused_gelu
 from .neurons import recording
 from .scoring import batches, residue_positions
-from .stats import permutation_p_value, top_k
+from .stats import benjamini_hochberg, permutation_p_value, top_k
 
 # Known enzyme motifs as regular expressions (x = any residue), with where they are described.
 MOTIFS: dict[str, tuple[str, str]] = {
@@ -109,8 +109,6 @@ def probe_neurons(sequences: list[str], neuron_ids: np.ndarray, peak_values: np.
                   seed: int = 0) -> tuple[pd.DataFrame, dict[int, list[str]]]:
     """For each neuron (columns of `activation_peaks`' output): its peak windows in the sequences where it peaks highest,
     and their motif enrichment; every neuron x motif test gets a Benjamini-Hochberg q-value over all of them."""
-    from .stats import benjamini_hochberg
-
     windows, tests = {}, []
     for column, neuron in enumerate(np.asarray(neuron_ids)):
         top = top_sequences(peak_values[:, column], windows_per_neuron)

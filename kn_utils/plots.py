@@ -148,10 +148,10 @@ def scatter_ranks(x: np.ndarray, y: np.ndarray, xlabel: str, ylabel: str) -> plt
 
 def accuracy_bars(results: pd.DataFrame, keep_fractions: list[float], levels: dict[str, float], metric: str = "accuracy") -> plt.Figure:
     """Figure 2: test metric per kept fraction and selection rule; random as mean with min-max error bars over seeds."""
-    from .ablation import method_label
+    from .ablation import method_label, plain_zero
 
-    plain = results[(results["method"] != "full") & (results["ablation"] == "zero") & ~results["matched"]
-                    & results["keep_fraction"].isin(keep_fractions)].copy()
+    plain = plain_zero(results)
+    plain = plain[plain["keep_fraction"].isin(keep_fractions)].copy()
     plain["rule"] = plain.apply(method_label, axis=1)
     rules = list(dict.fromkeys(plain.sort_values("method", key=lambda m: m.map({"random": 0, "activation": 1, "ig_signed": 2, "ig_absolute": 3}))["rule"]))
     figure, axis = plt.subplots(figsize=(10, 4))
@@ -173,9 +173,9 @@ def accuracy_bars(results: pd.DataFrame, keep_fractions: list[float], levels: di
 
 def accuracy_curve(results: pd.DataFrame, levels: dict[str, float], metric: str = "accuracy") -> plt.Figure:
     """Test metric against kept fraction (log axis) per selection rule, zero ablation, unmatched."""
-    from .ablation import method_label
+    from .ablation import method_label, plain_zero
 
-    plain = results[(results["method"] != "full") & (results["ablation"] == "zero") & ~results["matched"]].copy()
+    plain = plain_zero(results).copy()
     plain["rule"] = plain.apply(method_label, axis=1)
     figure, axis = plt.subplots(figsize=(7, 4))
     for rule, group in plain.groupby("rule"):

@@ -160,7 +160,6 @@ def warm_start(classifier, mlm_model: EsmForMaskedLM) -> None:
     classifier.esm.load_state_dict(mlm_model.esm.state_dict(), strict=True)
 
 
-
 def warm_up(classifier, sequences: list[str], config: MLMConfig, checkpoint_dir: str | os.PathLike,
             init_std: float = 0.02) -> dict:
     """The warm start of a random-init classifier: a masked language model of its shape (seeded by `config.seed`)

@@ -158,8 +158,6 @@ def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
 
 def _submodels(ablation: dict):
     """The sweep's submodel table from ablation.json (random-free rules get seed -1)."""
-    import pandas as pd
-
     frame = pd.DataFrame(ablation["submodels"])
     frame["seed"] = frame["seed"].fillna(-1)
     return frame
@@ -191,7 +189,9 @@ def _ablation_section(ablation: dict) -> list[str]:
 
 def _ablation_answers(frame, fractions: list[float]) -> list[str]:
     """Sentences answering the paper's ablation claims from the sweep: rules against random, high against low IG."""
-    plain = frame[(frame["ablation"] == "zero") & ~frame["matched"].astype(bool)]
+    from .ablation import plain_zero
+
+    plain = plain_zero(frame)
     random = plain[plain["method"] == "random"].groupby("keep_fraction")["accuracy"].agg(["mean", "std"])
     lines = []
     for method, label in (("activation", "Activation"), ("ig_signed", "IG signed"), ("ig_absolute", "IG |.|")):

@@ -6,8 +6,8 @@ executed copy (the record in notebooks/, the quick copies in tests/nbval/) is ge
 """
 from __future__ import annotations
 
-import datetime as _dt
 import ast
+import datetime as _dt
 import hashlib
 import json
 import os
@@ -26,8 +26,8 @@ PACKAGE_DIR = REPO_ROOT / "kn_utils"
 # Modules that only draw or report (figures, README): editing them changes no result file, so no stage's stamp covers
 # them; `run --rerun --from NN --to NN` redraws a stage's figures after a plots.py edit.
 PRESENTATION_MODULES = ("plots", "report")
-# The stages whose outputs each stage reads (its inputs' stamps are part of its own); a stage's outputs are listed in
-# README's Layout. 07 reads the same stages of the run it compares with (compare_profile).
+# The stages whose outputs each stage reads (their stamps are part of its key); README's "How the study is built" lists
+# each stage's outputs. 07 reads the same stages of the run it compares with (compare_profile).
 STAGE_READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "02", "03"), "05": ("01", "02", "03", "04"),
                "06": ("02", "04"), "07": ("01", "02", "04", "05")}
 RUNS_ENV = "KN_RUNS_DIR"

@@ -21,7 +21,7 @@ from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode, pad_batch
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import resolve_precision
-from .neurons import NeuronIndex, gated, recording
+from .neurons import PROJECTIONS, NeuronIndex, gated, recording
 from .inference import autocast, length_batches
 
 QUADRATURE_RULES = ("gausslegendre", "riemann_trapezoid", "riemann_middle", "riemann_left", "riemann_right")
@@ -144,13 +144,18 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
     return {"attributions": attributions, "p_on": p_on, "p_off": p_off, "completeness_error": error}
 
 
-def split_half_spearman(per_example: np.ndarray, seed: int = 0) -> float:
-    """Spearman correlation of mean scores between two random disjoint halves of the examples (ranking stability)."""
+def spearman(first, second) -> float:
+    """Spearman rank correlation of two score vectors."""
     from scipy.stats import spearmanr
 
+    return float(spearmanr(first, second).statistic)
+
+
+def split_half_spearman(per_example: np.ndarray, seed: int = 0) -> float:
+    """Spearman correlation of mean scores between two random disjoint halves of the examples (ranking stability)."""
     order = np.random.default_rng(seed).permutation(len(per_example))
     first, second = order[: len(order) // 2], order[len(order) // 2 :]
-    return float(spearmanr(per_example[first].mean(0), per_example[second].mean(0)).statistic)
+    return spearman(per_example[first].mean(0), per_example[second].mean(0))
 
 
 def score_table(index: NeuronIndex, scores: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -182,15 +187,11 @@ def median_class_variation(per_class: np.ndarray, mean: np.ndarray) -> float:
 
 def mean_by_projection(table: pd.DataFrame, column: str) -> dict[str, float]:
     """Mean of a score column per projection type (all layers)."""
-    from .neurons import PROJECTIONS
-
     return {projection: float(table.loc[table["projection"] == projection, column].mean()) for projection in PROJECTIONS}
 
 
 def mean_by_block(table: pd.DataFrame, column: str) -> pd.DataFrame:
     """Mean of a score column per layer (rows) and projection (columns, query/key/value)."""
-    from .neurons import PROJECTIONS
-
     return table.groupby(["layer", "projection"])[column].mean().unstack()[list(PROJECTIONS)]
 
 
@@ -201,8 +202,6 @@ def top_rows(table: pd.DataFrame, column: str, count: int = 10) -> list[dict]:
 
 def signed_share_by_projection(table: pd.DataFrame) -> pd.DataFrame:
     """Signed and absolute IG summed per projection type, with each type's share of the signed total."""
-    from .neurons import PROJECTIONS
-
     summary = table.groupby("projection")[["ig_signed", "ig_absolute"]].sum()
     summary["share_of_signed_total"] = summary["ig_signed"] / summary["ig_signed"].sum()
     return summary.loc[list(PROJECTIONS)]
@@ -221,24 +220,15 @@ def ranking_stability(model, sequences: list[str], labels: np.ndarray, ig: dict[
                       examples: int, steps: int, rule: str, max_tokens: int, precision: str) -> dict[str, float]:
     """How stable the IG rankings are: Spearman between two halves of the examples, and between this run's steps and
     `steps` nodes on the first `examples` examples, for the signed and the absolute score."""
-    from scipy.stats import spearmanr
-
     subset = slice(0, min(examples, len(sequences)))
     fine = integrated_gradients(model, sequences[subset], labels[subset], max_residues, steps=steps, rule=rule,
                                 max_tokens=max_tokens, precision=precision)
     coarse = ig["attributions"][subset]
     return {"split_half_spearman": split_half_spearman(ig["attributions"], seed=0),
             "split_half_spearman_absolute": split_half_spearman(np.abs(ig["attributions"]), seed=0),
-            "steps_spearman": float(spearmanr(coarse.mean(0), fine["attributions"].mean(0)).statistic),
-            "steps_spearman_absolute": float(spearmanr(np.abs(coarse).mean(0), np.abs(fine["attributions"]).mean(0)).statistic),
+            "steps_spearman": spearman(coarse.mean(0), fine["attributions"].mean(0)),
+            "steps_spearman_absolute": spearman(np.abs(coarse).mean(0), np.abs(fine["attributions"]).mean(0)),
             "stability_examples": subset.stop}
-
-
-def spearman(first, second) -> float:
-    """Spearman rank correlation of two score vectors."""
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(first, second).statistic)
 
 
 def stability_table(stability: dict[str, float], steps: int, reference_steps: int) -> pd.DataFrame:

@@ -50,12 +50,12 @@ class Stage:
         """The test split, in the dataset's order (every per-example array of the run follows it)."""
         return self.dataset[self.dataset["split"] == "test"]
 
-    @property
+    @cached_property
     def sequences(self) -> list[str]:
         """The test sequences."""
         return self.test_set["sequence"].tolist()
 
-    @property
+    @cached_property
     def labels(self) -> np.ndarray:
         """The test labels (class indices)."""
         return self.test_set["label"].to_numpy()
@@ -166,16 +166,17 @@ class Stage:
         the dataset checksum (with `inputs` added), device, versions and commit.
         """
         info = info if info is not None else (self.info if "_loaded" in self.__dict__ else None)
+        has_dataset = (self.run / "dataset.parquet").exists()
         recorded = {**self.parameters, **(parameters or {})}
         if "precision" in self.parameters:
             recorded["precision"] = self.precision
-        if (self.run / "dataset.parquet").exists() or "max_residues" in self.parameters:
+        if has_dataset or "max_residues" in self.parameters:
             recorded.setdefault("max_residues", self.max_residues)
         figures = {**figures, "wall_s": time.perf_counter() - self.started,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
         if info is not None:
             figures.update(init=info.init, model_source=info.source)
-        checksum = {"dataset_sha256": self.dataset_sha256} if (self.run / "dataset.parquet").exists() else {}
+        checksum = {"dataset_sha256": self.dataset_sha256} if has_dataset else {}
         return provenance.write_result(self.run, name, figures, recorded, device=str(self.device),
                                        model=None if info is None else info.as_dict(),
                                        inputs={**checksum, **(inputs or {})})
