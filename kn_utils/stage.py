@@ -162,8 +162,9 @@ class Stage:
         """Write runs/<profile>/<name>.json: `figures`, wall time and peak memory, and the provenance block.
 
         The provenance records every parameter the notebook declares (with `parameters` added, e.g. a training
-        config), the resolved residue window and precision, the model's origin (`info`, else the loaded model's),
-        the dataset checksum (with `inputs` added), device, versions and commit.
+        config), the resolved residue window and precision, the model's origin (`info`, else the loaded model's) and
+        the device it ran on (none for a stage without a model), the dataset checksum (with `inputs` added), versions
+        and commit.
         """
         info = info if info is not None else (self.info if "_loaded" in self.__dict__ else None)
         has_dataset = (self.run / "dataset.parquet").exists()
@@ -177,7 +178,8 @@ class Stage:
         if info is not None:
             figures.update(init=info.init, model_source=info.source)
         checksum = {"dataset_sha256": self.dataset_sha256} if has_dataset else {}
-        return provenance.write_result(self.run, name, figures, recorded, device=str(self.device),
+        device = None if info is None else str(self.device)
+        return provenance.write_result(self.run, name, figures, recorded, device=device,
                                        model=None if info is None else info.as_dict(),
                                        inputs={**checksum, **(inputs or {})})
 

@@ -75,3 +75,48 @@ def test_mean_ablation_replaces_outputs_by_their_means(tiny_model):
     with pytest.raises(ValueError, match="mean ablation needs"):
         with submodel(tiny_model, kept, "mean"):
             pass
+
+
+def _sweep() -> "pd.DataFrame":
+    """A sweep table as run_sweep writes it, with accuracies chosen so every table below has one right answer."""
+    import pandas as pd
+
+    rows = [{"method": "full", "direction": "-", "ablation": "none", "keep_fraction": 1.0, "seed": -1, "matched": False,
+             "accuracy": 0.9}]
+    for fraction, base in ((0.5, 0.6), (0.1, 0.4)):
+        rows += [{"method": "random", "direction": "-", "ablation": "zero", "keep_fraction": fraction, "seed": seed,
+                  "matched": False, "accuracy": base - 0.1 + 0.05 * seed} for seed in range(3)]
+        rows += [{"method": method, "direction": direction, "ablation": "zero", "keep_fraction": fraction, "seed": -1,
+                  "matched": False, "accuracy": base + shift}
+                 for method, direction, shift in (("activation", "high", 0.01), ("activation", "low", -0.01),
+                                                  ("ig_signed", "high", 0.2), ("ig_signed", "low", -0.3),
+                                                  ("ig_absolute", "high", 0.1), ("ig_absolute", "low", -0.2))]
+        rows += [{"method": method, "direction": "high", "ablation": "zero", "keep_fraction": fraction, "seed": -1,
+                  "matched": True, "accuracy": base + shift} for method, shift in (("activation", 0.02), ("ig_signed", 0.15))]
+        rows += [{"method": "ig_signed", "direction": "high", "ablation": "mean", "keep_fraction": fraction, "seed": -1,
+                  "matched": False, "accuracy": base + 0.25}]
+    return pd.DataFrame(rows)
+
+
+def test_direction_table_and_high_minus_low_read_the_plain_zero_ablated_rows():
+    from kn_utils.ablation import direction_table, high_minus_low
+
+    table = direction_table(_sweep())
+    assert table.index.tolist() == [0.5, 0.1]  # largest kept fraction first
+    assert table.loc[0.5, "ig_signed (high)"] == pytest.approx(0.8) and table.loc[0.1, "ig_absolute (low)"] == pytest.approx(0.2)
+    assert table.loc[0.5, "random (mean)"] == pytest.approx(0.55)  # mean of 0.5, 0.55, 0.6: matched and mean rows left out
+    assert high_minus_low(table, [0.5, 0.1]) == {"50%": 0.5, "10%": 0.5}
+    assert high_minus_low(table, [0.1], "ig_absolute") == {"10%": 0.3}
+
+
+def test_matched_mean_ablation_and_full_model_tables():
+    from kn_utils.ablation import full_accuracy, matched_table, mean_ablation_table, plain_zero, table1
+
+    results = _sweep()
+    matched = matched_table(results)
+    assert list(matched.columns) == ["activation matched", "ig_signed matched", "activation unmatched", "ig_signed unmatched"]
+    assert matched.loc[0.1, "ig_signed matched"] == pytest.approx(0.55) and matched.loc[0.1, "ig_signed unmatched"] == pytest.approx(0.6)
+    mean = mean_ablation_table(results)
+    assert mean.columns.tolist() == ["IG signed (high), mean-ablated"] and mean.loc[0.5].item() == pytest.approx(0.85)
+    assert full_accuracy(results) == 0.9 and len(plain_zero(results)) == 2 * (3 + 6)
+    assert table1(results, [0.5, 0.1]).loc["IG signed (high)", "50%"] == "0.8000"

@@ -10,7 +10,7 @@ from kn_utils.class_neurons import (balanced_subset, combination_counts, matched
                                     per_class_effect, scaled_logits, scaling_effects, shared_and_specific,
                                     specificity_table, top_per_class)
 from kn_utils.scoring import class_means
-from kn_utils.motifs import (activation_peaks, enrichment, motif_coverage, near, peak_windows,
+from kn_utils.motifs import (MOTIFS, activation_peaks, enrichment, motif_coverage, near, peak_windows,
                              top_sequences)
 from kn_utils.neurons import NeuronIndex, hook_count, recording
 from kn_utils.inference import predict_logits
@@ -127,3 +127,47 @@ def test_activation_peaks_match_a_direct_reading(tiny_model):
         assert np.allclose(values[row], activations.max(0).values.numpy(), atol=1e-5)
         assert positions[row].tolist() == activations.argmax(0).tolist()
     assert (positions < np.array([[7], [15], [22]])).all()
+
+
+def test_probe_neurons_finds_the_neuron_whose_peaks_sit_on_a_motif():
+    """Two neurons over the same sequences: one peaks on a planted P-loop, one at random; only the first is selective."""
+    from kn_utils.motifs import probe_neurons
+
+    rng = np.random.default_rng(1)
+    sequences, on_motif = [], []
+    for _ in range(30):
+        start = int(rng.integers(5, 60))
+        sequence = random_protein(rng, 100).replace("G", "A")
+        sequences.append(sequence[:start] + "GAGKAGKS" + sequence[start + 8:])
+        on_motif.append(start + 3)
+    positions = np.stack([np.array(on_motif), rng.integers(0, 100, size=30)], axis=1)
+    values = rng.random((30, 2))
+    tests, windows = probe_neurons(sequences, np.array([7, 42]), values, positions, 100, windows_per_neuron=20,
+                                   half_width=3, permutations=400, seed=0)
+    ploop = tests[tests["motif"].str.startswith("P-loop")].set_index("neuron")
+    assert ploop.loc[7, "q_value"] < 0.05 and ploop.loc[42, "q_value"] > 0.05
+    assert (tests["q_value"] >= tests["p_value"]).all() and len(tests) == 2 * len(MOTIFS)
+    assert set(windows) == {7, 42} and all(len(window) == 7 for window in windows[7]) and len(windows[7]) == 20
+    top = np.argsort(-values[:, 0], kind="stable")[:20]
+    assert windows[7] == peak_windows([sequences[i] for i in top], positions[top, 0], 3)  # its top-peaking sequences
+
+
+def test_class_set_summaries():
+    from kn_utils.class_neurons import effect_record, mean_pairwise, probe_table, specific_table, suppression_support
+
+    index = NeuronIndex(2, 4)
+    per_class = np.array([[5.0, 1, 4, 0] * 6, [0.0, 3, 3, 9] * 6])
+    probe = probe_table(per_class, ["a", "b"], 2)
+    assert probe.to_dict("records") == [{"ec_class": "a", "rank": 0, "neuron": 0}, {"ec_class": "a", "rank": 1, "neuron": 4},
+                                        {"ec_class": "b", "rank": 0, "neuron": 3}, {"ec_class": "b", "rank": 1, "neuron": 7}]
+    pairwise = pd.DataFrame([[3, 1, 2], [1, 3, 0], [2, 0, 3]])
+    assert mean_pairwise(pairwise) == pytest.approx(1.0)
+    table = specific_table([np.array([1, 22]), np.array([], dtype=int)], ["a", "b"], index, shown=1)
+    assert table["specific neurons"].tolist() == [2, 0] and table.iloc[0, 1] == "L0.query.1" and table.index[0] == "EC a"
+    specificity = pd.DataFrame({"own_minus_others": [-0.2, -0.2, 0.1], "z_vs_random": [-3.0, -1.0, -5.0], "own_rank": [1, 2, 1]})
+    assert suppression_support(specificity) == {"supported": 1, "strict": 2}
+    effects = {"probability": np.ones((2, 2)), "accuracy": np.zeros((2, 2)),
+               "probability_random": np.stack([np.zeros((2, 2)), 2 * np.ones((2, 2))]), "accuracy_random": np.zeros((2, 2, 2))}
+    record = effect_record(effects)
+    assert record["probability"]["random_mean"] == [[1.0, 1.0], [1.0, 1.0]]
+    assert record["probability"]["random_sd"][0][0] == pytest.approx(np.sqrt(2)) and record["accuracy"]["effect"] == [[0, 0], [0, 0]]

@@ -64,3 +64,17 @@ def test_leakage_summary_reads_both_runs_from_a_headline_table():
     text = leakage_summary(headline)
     assert "0.500 with the random split and 0.400 with the accession split" in text
     assert "27% against 2%" in text and "3-mer nearest-neighbour yardstick scores 0.700 against 0.600" in text
+
+
+def test_a_comparison_needs_another_run_that_has_finished(tmp_path, monkeypatch):
+    from kn_utils.compare import STAGE_FILES, comparable_pair
+
+    monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path))
+    ours, other = tmp_path / "a", tmp_path / "b"
+    for folder in (ours, other):
+        folder.mkdir()
+    assert comparable_pair(ours, "a", None) is None and comparable_pair(ours, "a", "a") is None
+    assert comparable_pair(ours, "a", "b") is None  # b has not run
+    for name in [f"{stage}.json" for stage in STAGE_FILES] + ["neuron_scores.parquet", "dataset.parquet"]:
+        (other / name).write_text("{}")
+    assert comparable_pair(ours, "a", "b") == {"a": ours, "b": other}

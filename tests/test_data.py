@@ -202,3 +202,14 @@ def test_summary_counts_add_up(upstream_files):
     summary = data.dataset_summary(frame, dropped, max_residues=35)
     assert sum(sum(c.values()) for c in summary["counts"].values()) == summary["n_sequences"] == len(frame)
     assert summary["fraction_longer_than_max_residues"] == pytest.approx((frame["length"] > 35).mean())
+
+
+def test_summary_tables_of_notebook_01():
+    frame = pd.DataFrame({"ec_class": [1, 1, 2, 6], "label": [0, 0, 1, 5], "split": ["train", "test", "train", "train"],
+                          "accession": ["P1", "P1", "P2", "P3"], "length": [40, 50, 60, 70]})
+    summary = data.dataset_summary(frame, {}, 55)
+    assert summary["test_accessions_seen_in_train"] == 1.0 and summary["fraction_longer_than_max_residues"] == 0.5
+    counts = data.counts_table(summary["counts"])
+    assert counts.loc["1", "train"] == 1 and counts.loc["6", "name"] == "ligases" and counts.loc["3", "test"] == 0
+    paper = data.paper_comparison(frame)
+    assert paper.loc["ours"].tolist() == [2, 1, 1, 4] and paper.loc["paper (approx.)", 1] == 11_731 // 6

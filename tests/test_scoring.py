@@ -123,3 +123,39 @@ def test_ig_steps_in_chunks_equal_one_pass(tiny_model):
     chunked = integrated_gradients(tiny_model, SEQUENCES, LABELS, max_residues=64, steps=12, max_tokens=40)  # 1-3 steps per pass
     np.testing.assert_allclose(chunked["attributions"], whole["attributions"], atol=1e-6, rtol=0)
     np.testing.assert_allclose(chunked["p_on"], whole["p_on"], atol=1e-7)
+
+
+def test_score_summaries_per_projection_block_and_class():
+    from kn_utils.scoring import (mean_by_block, mean_by_projection, median_class_variation, score_table,
+                                  signed_share_by_projection, top_rows)
+
+    index = NeuronIndex(2, 4)
+    values = np.arange(index.size, dtype=float)  # flat id as the score: layer 1's value units highest
+    table = score_table(index, {"activation": values, "ig_signed": values - 10, "ig_absolute": values})
+    assert mean_by_projection(table, "activation") == {"query": 7.5, "key": 11.5, "value": 15.5}
+    blocks = mean_by_block(table, "activation")
+    assert blocks.columns.tolist() == ["query", "key", "value"] and blocks.loc[1, "value"] == pytest.approx(21.5)
+    assert [row["unit"] for row in top_rows(table, "activation", 2)] == [3, 2] and top_rows(table, "activation", 1)[0]["layer"] == 1
+    shares = signed_share_by_projection(table)
+    assert shares.index.tolist() == ["query", "key", "value"] and shares["share_of_signed_total"].sum() == pytest.approx(1)
+    assert shares.loc["query", "ig_signed"] == pytest.approx(7.5 * 8 - 80)
+    per_class = np.stack([values + 1, values + 1, values + 1])
+    assert median_class_variation(per_class, values + 1) == 0.0  # no class dependence at all
+    assert median_class_variation(np.stack([(values + 1) * 0.5, (values + 1) * 1.5]), values + 1) == pytest.approx(0.5)
+
+
+def test_ranking_stability_and_completeness_of_a_real_ig_run(tiny_model):
+    from kn_utils.scoring import completeness_summary, ranking_stability
+
+    ig = integrated_gradients(tiny_model, SEQUENCES, LABELS, 64, steps=16)
+    summary = completeness_summary(ig)
+    assert summary["completeness_error_median"] < 0.01 and summary["completeness_error_max"] >= summary["completeness_error_p90"]
+    assert summary["p_on_mean"] == pytest.approx(ig["p_on"].mean())
+    stability = ranking_stability(tiny_model, SEQUENCES, LABELS, ig, 64, examples=3, steps=32, rule="gausslegendre",
+                                  max_tokens=4096, precision="fp32")
+    assert stability["stability_examples"] == 3
+    assert stability["steps_spearman"] > 0.99  # 16 and 32 nodes agree on a converged integrand
+    shuffled = {**ig, "attributions": np.random.default_rng(0).permuted(ig["attributions"], axis=1)}
+    broken = ranking_stability(tiny_model, SEQUENCES, LABELS, shuffled, 64, examples=3, steps=32, rule="gausslegendre",
+                               max_tokens=4096, precision="fp32")
+    assert broken["steps_spearman"] < 0.5  # scores that do not come from the model disagree with the finer run
