@@ -98,14 +98,20 @@ def test_motif_coverage_and_windows():
     assert top_sequences(np.array([0.1, 0.9, 0.5, 0.9]), 3).tolist() == [1, 3, 2]
 
 
-def test_enrichment_detects_peaks_on_motifs_and_not_random_peaks():
-    rng = np.random.default_rng(0)
+def _planted_ploop(rng: np.random.Generator, count: int) -> tuple[list[str], list[int]]:
+    """`count` random 100-residue chains without G but for one P-loop (GxxxxGK[ST]), and a position inside each motif."""
     sequences, on_motif = [], []
-    for _ in range(40):
+    for _ in range(count):
         start = int(rng.integers(5, 60))
         sequence = random_protein(rng, 100).replace("G", "A")
         sequences.append(sequence[:start] + "GAGKAGKS" + sequence[start + 8:])
         on_motif.append(start + 3)
+    return sequences, on_motif
+
+
+def test_enrichment_detects_peaks_on_motifs_and_not_random_peaks():
+    rng = np.random.default_rng(0)
+    sequences, on_motif = _planted_ploop(rng, 40)
     motifs = {"P-loop": ("G.{4}GK[ST]", "test")}
     hit = enrichment(sequences, np.array(on_motif), 100, 0, permutations=500, motifs=motifs).iloc[0]
     assert hit["observed"] == 1.0 and hit["p_value"] < 0.01 and hit["enrichment"] > 5
@@ -134,12 +140,7 @@ def test_probe_neurons_finds_the_neuron_whose_peaks_sit_on_a_motif():
     from kn_utils.motifs import probe_neurons
 
     rng = np.random.default_rng(1)
-    sequences, on_motif = [], []
-    for _ in range(30):
-        start = int(rng.integers(5, 60))
-        sequence = random_protein(rng, 100).replace("G", "A")
-        sequences.append(sequence[:start] + "GAGKAGKS" + sequence[start + 8:])
-        on_motif.append(start + 3)
+    sequences, on_motif = _planted_ploop(rng, 30)
     positions = np.stack([np.array(on_motif), rng.integers(0, 100, size=30)], axis=1)
     values = rng.random((30, 2))
     tests, windows = probe_neurons(sequences, np.array([7, 42]), values, positions, 100, windows_per_neuron=20,
