@@ -23,7 +23,8 @@ from finetune import benchmark_sequences
 from kn_utils.alphabet import encode
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
 from kn_utils.runs import notebook_parameters
-from kn_utils.scoring import activation_scores, integrated_gradients
+from kn_utils.attribution import integrated_gradients
+from kn_utils.scoring import activation_scores
 from kn_utils.inference import predict_logits
 
 

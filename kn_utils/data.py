@@ -1,7 +1,6 @@
 """The enzyme dataset: PDB chains labelled by top-level EC class, cleaned, de-duplicated and split."""
 from __future__ import annotations
 
-import csv
 import gzip
 import io
 import re
@@ -29,8 +28,12 @@ C_TERMINAL_TAG = re.compile(r"(?:LE|GS|AAA)?H{6,}$")
 
 
 def _open_text(path: str | Path) -> io.TextIOBase:
-    """Open a text file, gunzipping when its name ends in .gz."""
+    """Open a text file, gunzipping when its name ends in .gz; a folder or a missing file is refused by name."""
     path = Path(path)
+    if path.is_dir():
+        raise DataFileError(f"{path}: is a folder, not a file")
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file")
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
     return open(path, encoding="utf-8")
@@ -74,24 +77,46 @@ def read_pdb_protein_chains(path: str | Path, dropped: Counter) -> Iterator[tupl
         yield f"{match['pdb'].lower()}_{match['chain']}", sequence
 
 
-def read_sifts_ec(path: str | Path) -> dict[str, tuple[set[int], set[str]]]:
-    """Map chain id `1abc_A` to (top-level EC classes, UniProt accessions) from SIFTS pdb_chain_enzyme."""
+SIFTS_COLUMNS = ("PDB", "CHAIN", "ACCESSION", "EC_NUMBER")
+EC_NUMBER = re.compile(r"^\d+(?:\.(?:n?\d+|-)){0,3}$")  # 3.4.21.-, 1.1.1.n2
+
+
+def read_sifts_ec(path: str | Path, dropped: Counter | None = None) -> dict[str, tuple[set[int], set[str]]]:
+    """Map chain id `1abc_A` to (top-level EC classes, UniProt accessions) from SIFTS pdb_chain_enzyme.
+
+    A row that is not four tab-separated fields with a PDB id, a chain and an EC number is counted in `dropped`
+    (`malformed_sifts_row`) and read as nothing: a broken row must not give a chain a second class.
+    """
     chains: dict[str, tuple[set[int], set[str]]] = defaultdict(lambda: (set(), set()))
+    dropped = Counter() if dropped is None else dropped
     try:
         with _open_text(path) as handle:
-            rows = (line for line in handle if not line.startswith("#"))
-            reader = csv.DictReader(rows, delimiter="\t")
-            missing = {"PDB", "CHAIN", "ACCESSION", "EC_NUMBER"} - set(reader.fieldnames or ())
+            rows = ((number, line) for number, line in enumerate(handle, 1) if line.strip() and not line.startswith("#"))
+            header = next(rows, (0, ""))[1].rstrip("\r\n").split("\t")
+            missing = set(SIFTS_COLUMNS) - set(header)
             if missing:
                 raise DataFileError(f"{path}: missing column(s) {sorted(missing)}; not a SIFTS pdb_chain_enzyme file")
-            for row in reader:
-                top = (row["EC_NUMBER"] or "").split(".")[0].strip()
-                classes, accessions = chains[f"{row['PDB'].lower()}_{row['CHAIN']}"]
-                classes.add(int(top) if top.isdigit() else -1)
-                if row["ACCESSION"]:
-                    accessions.add(row["ACCESSION"])
+            where = [header.index(column) for column in SIFTS_COLUMNS]
+            for number, line in rows:
+                fields = line.rstrip("\r\n").split("\t")
+                if len(fields) != len(header):
+                    dropped["malformed_sifts_row"] += 1
+                    continue
+                pdb, chain, accession, ec_number = (fields[i].strip() for i in where)
+                if not re.fullmatch(r"\w{4,}", pdb) or not chain or not EC_NUMBER.match(ec_number):
+                    dropped["malformed_sifts_row"] += 1
+                    continue
+                classes, accessions = chains[f"{pdb.lower()}_{chain}"]
+                classes.add(int(ec_number.split(".")[0]))
+                if accession:
+                    accessions.add(accession)
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise DataFileError(f"{path}: truncated or corrupt gzip file ({error})") from None
+    except UnicodeDecodeError as error:
+        raise DataFileError(f"{path}: not a text file ({error})") from None
+    if chains == {} and dropped["malformed_sifts_row"]:
+        raise DataFileError(f"{path}: no well-formed row ({dropped['malformed_sifts_row']} malformed); not a SIFTS "
+                            "pdb_chain_enzyme file")
     return dict(chains)
 
 
@@ -118,7 +143,7 @@ def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: i
     identical sequences are merged into one record, and dropped when their chains disagree on the class.
     """
     dropped: Counter = Counter()
-    ec = read_sifts_ec(sifts_path)
+    ec = read_sifts_ec(sifts_path, dropped)
     by_sequence: dict[str, dict] = {}
     for chain_id, raw in read_pdb_protein_chains(seqres_path, dropped):
         if chain_id not in ec:
@@ -185,10 +210,27 @@ def _merge_identical(by_sequence: dict[str, dict], dropped: Counter) -> pd.DataF
     return pd.DataFrame.from_records(records, columns=columns).sort_values("id", ignore_index=True)
 
 
+def read_label_table(path: str | Path) -> pd.DataFrame:
+    """A CSV (or TSV, by its name) of labels as text columns; a folder, a binary or non-UTF-8 file, or text that is
+    no table, refused with the file's name (and the line, where the parser gives one)."""
+    separator = "\t" if str(path).endswith((".tsv", ".tsv.gz")) else ","
+    with _open_text(path) as handle:
+        try:
+            text = handle.read()
+        except UnicodeDecodeError as error:
+            raise DataFileError(f"{path}: not a UTF-8 text file (byte {error.start}: {error.reason})") from None
+    if "\x00" in text:
+        raise DataFileError(f"{path}: line {text[:text.index(chr(0))].count(chr(10)) + 1}: NUL byte; a binary file, not "
+                            "a CSV/TSV table")
+    try:
+        return pd.read_csv(io.StringIO(text), sep=separator, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise DataFileError(f"{path}: not a {'TSV' if separator == chr(9) else 'CSV'} table ({error})") from None
+
+
 def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_length: int = 1) -> pd.DataFrame:
     """Your own data: a FASTA file and a CSV/TSV with columns `id` and `ec_class` (1-6, or an EC number like 3.1.1.4)."""
-    separator = "\t" if str(labels_path).endswith((".tsv", ".tsv.gz")) else ","
-    labels = pd.read_csv(labels_path, sep=separator, dtype=str)
+    labels = read_label_table(labels_path)
     if not {"id", "ec_class"} <= set(labels.columns):
         raise DataFileError(f"{labels_path}: needs columns 'id' and 'ec_class', found {list(labels.columns)}")
     repeated = labels["id"][labels["id"].duplicated()]

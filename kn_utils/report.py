@@ -141,6 +141,25 @@ def _device(result: dict) -> str:
     return "CPU" if device.startswith("cpu") else device
 
 
+def _quadrature(ig: dict) -> str:
+    """How notebook 04 integrated: the adaptive rule with its nodes per example, or (older runs) the fixed rule."""
+    if "quadrature" not in ig:
+        return f"{ig['steps']}-node {ig['rule']} quadrature"
+    return (f"{ig['quadrature']} (mean {ig['nodes_mean']:.1f} nodes per example, {ig['converged_share']:.1%} of examples "
+            f"within the tolerance)")
+
+
+def _convergence(ig: dict) -> str:
+    """Agreement of the run's signed ranking with a fine fixed rule on notebook 04's convergence examples."""
+    if "convergence" in ig:
+        rows = {row["setting"]: row for row in ig["convergence"]}
+        run = rows.get("adaptive (this run)")
+        return "" if run is None else f"Spearman {run['Spearman signed']:.4f} with a fine reference rule (signed score); "
+    if "steps_spearman" in ig:
+        return f"{ig['steps']} vs more steps Spearman {ig['steps_spearman']:.3f}{_absolute(ig, 'steps_spearman')}; "
+    return ""
+
+
 def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
     """README lines for notebooks 03-04: how stable and exact the activation and IG neuron scores are."""
     lines = ["### Neuron scores (notebooks 03–04)"]
@@ -148,11 +167,11 @@ def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
         lines.append(f"Activation scores of all {activations['n_neurons']:,} neurons over {activations['n_examples']:,} test sequences "
                      f"(residue positions only); split-half Spearman {activations['split_half_spearman']:.3f}.")
     if ig:
-        lines.append(f"Integrated gradients, {ig['path']}, {ig['steps']}-node {ig['rule']} quadrature: completeness error median "
+        lines.append(f"Integrated gradients, {ig['path']}, {_quadrature(ig)}: completeness error median "
                      f"{ig['completeness_error_median']:.2%} (90th percentile {ig['completeness_error_p90']:.2%}); split-half Spearman "
                      f"{ig['split_half_spearman']:.3f} for the signed score{_absolute(ig, 'split_half_spearman')}; "
-                     f"{ig['steps']} vs more steps Spearman {ig['steps_spearman']:.3f}{_absolute(ig, 'steps_spearman')}; "
-                     f"{ig['ig_seconds'] / 60:.1f} min for the whole test set on {_device(ig)}, peak RSS {ig['peak_rss_mb']:,.0f} MB.")
+                     f"{_convergence(ig)}{ig['ig_seconds'] / 60:.1f} min for the whole test set on {_device(ig)}, peak RSS "
+                     f"{ig['peak_rss_mb']:,.0f} MB.")
     return lines + [""]
 
 

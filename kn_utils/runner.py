@@ -10,7 +10,8 @@ from pathlib import Path
 from .provenance import REPO_ROOT
 from .sources import MIRROR_ENV
 from .runs import (RUNS_ENV, SOURCES_DIR, clear_stamp, declared_parameters, load_profile, notebook_node, notebook_parameters,
-                   run_dir, runs_root, stage_is_current, stage_key, stamp_path, write_stamp)
+                   run_dir, run_files, runs_root, stage_is_current, stage_key, stamp_path, unfinished_inputs, write_stamp,
+                   written_files)
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # the kernels' working folder, and where the record's executed notebooks live
 PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
@@ -171,11 +172,16 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
             print(f"[{profile_name}] {notebook.name} up to date ({stamp_path(run, notebook)}), skipped", flush=True)
             executed.append(target)
             continue
+        unfinished = unfinished_inputs(run, notebook.name[:2])
+        if unfinished:
+            raise RuntimeError(f"{notebook.name} reads what earlier stages wrote, but " + "; ".join(why for _, why in unfinished)
+                               + f". Run from stage {min(stage for stage, _ in unfinished)} first (--from)")
         print(f"[{profile_name}] {notebook.name} ...", flush=True)
         clear_stamp(run, notebook)
+        files_before = run_files(run)
         papermill.execute_notebook(notebook_node(notebook), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
                                    kernel_name="python3", progress_bar=False, log_output=log_output)
-        write_stamp(run, notebook, key, target, time.perf_counter() - started)
+        write_stamp(run, notebook, key, target, time.perf_counter() - started, written_files(files_before, run_files(run)))
         print(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s", flush=True)
         executed.append(target)
     return executed

@@ -70,7 +70,7 @@ def load_profile(profile: str | os.PathLike) -> dict:
     if not path.exists():
         known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
         raise FileNotFoundError(f"{path}: no such profile (known: {', '.join(known)})")
-    spec = read_yaml(path.read_text()) or {}
+    spec = _profile_spec(path)
     base_name = spec.pop("extends", None)
     if base_name is None:
         return spec
@@ -81,6 +81,24 @@ def load_profile(profile: str | os.PathLike) -> dict:
     for section, values in spec.items():
         merged[section] = {**(merged.get(section) or {}), **(values or {})}
     return merged
+
+
+def _profile_spec(path: Path) -> dict:
+    """A profile file's mapping, checked: YAML, a mapping at the top, a mapping (or nothing) per section."""
+    try:
+        spec = read_yaml(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a UTF-8 text file ({error.reason} at byte {error.start}); a profile is YAML") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        raise ValueError(f"{path}: {where}not valid YAML ({getattr(error, 'problem', None) or error})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{path}: a profile is a mapping of sections (common:, 01_data:, ...), not a {type(spec).__name__}")
+    for section, values in spec.items():
+        if section != "extends" and values is not None and not isinstance(values, dict):
+            raise ValueError(f"{path}: section {section!r} must map parameter names to values; found {values!r}")
+    return spec
 
 
 def notebook_parameters(profile: str | os.PathLike, notebook: str, overrides: dict | None = None) -> dict:
@@ -184,16 +202,67 @@ def stage_key(run: Path, notebook: Path, parameters: dict, other_runs: tuple[Pat
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def stage_is_current(run: Path, notebook: Path, key: str, executed: Path) -> bool:
-    """Whether `notebook` last finished in `run` with this `key`, and its executed copy `executed` is the one it wrote."""
+UNSTAMPED = (STAMPS_DIR, "notebooks", "study.log")  # a run's own bookkeeping: no stage's output
+
+
+def run_files(run: Path) -> dict[str, tuple[int, int]]:
+    """Every file of a run folder but its bookkeeping (UNSTAMPED), as {relative path: (size, mtime_ns)}."""
+    files = {}
+    for path in Path(run).rglob("*"):
+        relative = path.relative_to(run)
+        if path.is_file() and relative.parts[0] not in UNSTAMPED:
+            status = path.stat()
+            files[relative.as_posix()] = (status.st_size, status.st_mtime_ns)
+    return files
+
+
+def written_files(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    """The files a stage wrote: in `after` (run_files once it finished) but not in `before`, or changed since."""
+    return sorted(name for name, status in after.items() if before.get(name) != status)
+
+
+def broken_outputs(run: Path, stamp: dict) -> list[str]:
+    """The outputs a stamp vouches for that are missing or changed since (their SHA-256 differs); all of them for a
+    stamp that lists none (written before stamps listed outputs: it vouches for nothing checkable)."""
+    outputs = stamp.get("outputs")
+    if outputs is None:
+        return ["(the stamp lists no outputs)"]
+    return [name for name, digest in outputs.items()
+            if not (Path(run) / name).is_file() or sha256_file(Path(run) / name) != digest]
+
+
+def read_stamp(run: Path, notebook: Path) -> dict | None:
+    """The stamp of `notebook`'s last finished run in `run`; None when absent or unreadable (it proves nothing)."""
     path = stamp_path(run, notebook)
-    if not path.exists() or not executed.exists():
-        return False
     try:
-        stamp = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False  # a damaged stamp proves nothing: the stage runs again
-    return stamp.get("key") == key and stamp.get("executed_sha256") == sha256_file(executed)
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+
+
+def stage_is_current(run: Path, notebook: Path, key: str, executed: Path) -> bool:
+    """Whether `notebook` last finished in `run` with this `key`, its executed copy `executed` is the one it wrote, and
+    every output it wrote is still there unchanged."""
+    stamp = read_stamp(run, notebook)
+    if stamp is None or not executed.exists():
+        return False
+    return (stamp.get("key") == key and stamp.get("executed_sha256") == sha256_file(executed)
+            and not broken_outputs(run, stamp))
+
+
+def unfinished_inputs(run: Path, stage: str) -> list[tuple[str, str]]:
+    """The stages `stage` reads (STAGE_READS) whose last run in `run` did not finish, or whose outputs are missing or
+    changed since: (stage, why) each."""
+    problems = []
+    for before in STAGE_READS.get(stage, ()):
+        notebook = next(SOURCES_DIR.glob(f"{before}_*.py"), Path(f"{before}_stage.py"))
+        stamp = read_stamp(run, notebook)
+        if stamp is None:
+            problems.append((before, f"stage {before} has not finished in {run} (never run, or its last run failed)"))
+        elif broken := broken_outputs(run, stamp):
+            problems.append((before, f"stage {before}'s outputs in {run} are missing or changed since it ran: "
+                                     f"{', '.join(broken[:3])}"))
+    return problems
 
 
 def clear_stamp(run: Path, notebook: Path) -> None:
@@ -201,10 +270,12 @@ def clear_stamp(run: Path, notebook: Path) -> None:
     stamp_path(run, notebook).unlink(missing_ok=True)
 
 
-def write_stamp(run: Path, notebook: Path, key: str, executed: Path, seconds: float) -> Path:
-    """Record that `notebook` finished in `run` with `key`, having written `executed`."""
+def write_stamp(run: Path, notebook: Path, key: str, executed: Path, seconds: float, outputs: list[str] = ()) -> Path:
+    """Record that `notebook` finished in `run` with `key`, having written `executed` and the run's files `outputs`
+    (with their SHA-256, so that a missing, truncated or replaced output makes the stamp void)."""
     path = stamp_path(run, notebook)
     stamp = {"notebook": notebook.name, "key": key, "executed": str(executed), "executed_sha256": sha256_file(executed),
+             "outputs": {name: sha256_file(Path(run) / name) for name in outputs},
              "seconds": round(seconds, 1), "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     with atomic_path(path) as temporary:
         temporary.write_text(json.dumps(stamp, indent=2) + "\n")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 import zlib
 from pathlib import Path
 
@@ -35,8 +36,16 @@ def mirror_checksums(mirror: Path) -> dict[str, str]:
     sums = mirror / "SHA256SUMS"
     if not sums.exists():
         return {}
-    pairs = (line.split() for line in sums.read_text().splitlines() if line.strip())
-    return {name.lstrip("*"): digest for digest, name in pairs}
+    checksums = {}
+    for number, line in enumerate(sums.read_text(errors="replace").splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) != 2 or not re.fullmatch(r"[0-9a-fA-F]{64}", fields[0]):
+            raise DataFileError(f"{sums}: line {number}: expected '<64 hex digits>  <file name>' (sha256sum's format), "
+                                f"found {line[:80]!r}")
+        checksums[fields[1].lstrip("*")] = fields[0].lower()
+    return checksums
 
 
 def download(url: str, target: Path, timeout: float = 60.0) -> Path:

@@ -30,8 +30,40 @@ class Stage:
 
     # --- inputs written by earlier stages -------------------------------------------------------------------------
     def result(self, stage: str) -> dict:
-        """An earlier stage's result file (`data`, `finetune`, ...), naming the stage to run when it is missing."""
-        return provenance.read_json(self.run / f"{stage}.json")
+        """An earlier stage's result file (`data`, `finetune`, ...), naming the stage to run when it is missing; refused
+        when it was written from other weights or another dataset than the run's (check_inputs)."""
+        result = provenance.read_json(self.run / f"{stage}.json")
+        self.check_inputs(stage, result)
+        return result
+
+    @cached_property
+    def weights_sha256(self) -> str | None:
+        """Fingerprint of the run's fine-tuned weights (training.weights_fingerprint), as notebook 02 recorded it in
+        finetune.json; None before notebook 02 has run."""
+        path = self.run / "finetune.json"
+        if not path.exists():
+            return None
+        return provenance.read_json(path)["provenance"].get("inputs", {}).get("weights_sha256")
+
+    def required_weights(self) -> str:
+        """`weights_sha256`, refused when finetune.json does not record one (written before fingerprints were)."""
+        if self.weights_sha256 is None:
+            raise RuntimeError(f"{self.run / 'finetune.json'} records no weights fingerprint (written before they were "
+                               "recorded): run again from stage 02")
+        return self.weights_sha256
+
+    def check_inputs(self, stage: str, result: dict) -> None:
+        """Refuse an earlier stage's output (its result file `result`) written from other weights than the run's
+        model, or from another dataset than the run's dataset.parquet: a stage never mixes two models."""
+        recorded = result.get("provenance", {}).get("inputs", {})
+        path = self.run / f"{stage}.json"
+        if stage not in ("data", "finetune") and recorded.get("weights_sha256") != self.required_weights():
+            found = (recorded.get("weights_sha256") or "none recorded")[:12]
+            raise RuntimeError(f"{path}: written from weights {found}, but this run's model is "
+                               f"{self.weights_sha256[:12]} (finetune.json): run again from the stage that writes it")
+        if (self.run / "dataset.parquet").exists() and recorded.get("dataset_sha256") not in (None, self.dataset_sha256):
+            raise RuntimeError(f"{path}: written from dataset {recorded['dataset_sha256'][:12]}, but {self.run}/dataset.parquet "
+                               f"holds {self.dataset_sha256[:12]}: run again from the stage that writes it")
 
     @cached_property
     def dataset(self) -> pd.DataFrame:
@@ -81,13 +113,16 @@ class Stage:
 
     def scores(self) -> pd.DataFrame:
         """Notebook 04's neuron score table (activation, ig_signed, ig_absolute per neuron)."""
+        self.result("integrated_gradients")  # checks the weights and dataset it was written from
         return pd.read_parquet(self.run / "neuron_scores.parquet")
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
-        """The arrays of an earlier stage's `name`.npz (activations, integrated_gradients)."""
+        """The arrays of an earlier stage's `name`.npz (activations, integrated_gradients), checked against the
+        weights and dataset its result file `name`.json records."""
         path = self.run / f"{name}.npz"
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found; run the stage that writes it first")
+        self.result(name)
         with np.load(path) as arrays:
             return dict(arrays)
 
@@ -108,10 +143,17 @@ class Stage:
 
     @cached_property
     def _loaded(self):
-        """The fine-tuned classifier of notebook 02 on `device`, with its ModelInfo."""
+        """The fine-tuned classifier of notebook 02 on `device`, with its ModelInfo; refused when its weights are not
+        the ones finetune.json records."""
         from .model import load_finetuned
+        from .training import weights_fingerprint
 
-        return load_finetuned(self.run / "model", self.device)
+        model, info = load_finetuned(self.run / "model", self.device)
+        self.result("finetune")  # exists, and was written from the run's dataset
+        if weights_fingerprint(model) != self.required_weights():
+            raise RuntimeError(f"{self.run / 'model'}: holds other weights than notebook 02 recorded in finetune.json "
+                               f"({self.weights_sha256[:12]}): run again from stage 02")
+        return model, info
 
     @property
     def model(self):
@@ -157,15 +199,18 @@ class Stage:
                 np.savez_compressed(handle, **arrays)
         return path
 
-    def save_result(self, name: str, figures: dict, *, parameters: dict | None = None, info=None,
+    def save_result(self, name: str, figures: dict, *, parameters: dict | None = None, info=None, model=None,
                     inputs: dict | None = None) -> Path:
         """Write runs/<profile>/<name>.json: `figures`, wall time and peak memory, and the provenance block.
 
         The provenance records every parameter the notebook declares (with `parameters` added, e.g. a training
         config), the resolved residue window and precision, the model's origin (`info`, else the loaded model's) and
-        the device it ran on (none for a stage without a model), the dataset checksum (with `inputs` added), versions
-        and commit.
+        the device it ran on (none for a stage without a model), the fingerprint of the weights (of `model`, notebook
+        02's freshly trained classifier, else the run's), the dataset checksum (with `inputs` added), versions and
+        commit.
         """
+        from .training import weights_fingerprint
+
         info = info if info is not None else (self.info if "_loaded" in self.__dict__ else None)
         has_dataset = (self.run / "dataset.parquet").exists()
         recorded = {**self.parameters, **(parameters or {})}
@@ -178,6 +223,9 @@ class Stage:
         if info is not None:
             figures.update(init=info.init, model_source=info.source)
         checksum = {"dataset_sha256": self.dataset_sha256} if has_dataset else {}
+        weights = weights_fingerprint(model) if model is not None else None if name == "data" else self.weights_sha256
+        if weights is not None:  # notebook 01's dataset precedes any model
+            checksum["weights_sha256"] = weights
         device = None if info is None else str(self.device)
         return provenance.write_result(self.run, name, figures, recorded, device=device,
                                        model=None if info is None else info.as_dict(),

@@ -175,6 +175,6 @@ figures = {**scores, **training.outcome_figures(outcome), **pretraining.outcome_
            "warm_start": model_info.warm_start, "n_train": len(fit_set), "n_test": len(stage.test_set),
            "n_validation": len(validation_set), "epoch_scores_on": watched}
 stage.save_result("finetune", figures, parameters={**config.as_dict(), "mlm": mlm_config.as_dict() if warm else None},
-                  info=model_info)
+                  info=model_info, model=classifier)
 print(f"MLM {figures['mlm_seconds']:.0f} s, fine-tuning {outcome['train_seconds']:.0f} s, "
       f"{figures['train_tokens_per_s']:.0f} training tokens/s")

@@ -48,6 +48,43 @@ def test_sifts_without_expected_columns_is_refused(tmp_path, upstream_files):
         data.build_dataset(upstream_files["pdb_seqres.txt.gz"], wrong)
 
 
+def test_malformed_sifts_rows_are_counted_drops_that_never_give_a_chain_a_second_class(tmp_path, upstream_files):
+    from tests.conftest import SEQRES, SIFTS, write_gz
+
+    broken = SIFTS + "101m\tA\tP02185\n"  # a row cut short
+    broken += "102l\tA\tP00720\tnot-an-ec\n"  # an EC number that is none
+    broken += "105m A P12345 2.7.11.1\n"  # spaces for tabs
+    broken += "103l\tA\tP00720\t3.2.1.17\textra\n"  # a field too many
+    sifts = write_gz(tmp_path / "broken.tsv.gz", broken)
+    frame, dropped = data.build_dataset(write_gz(tmp_path / "seqres.txt.gz", SEQRES), sifts, min_length=30)
+    clean, clean_dropped = data.build_dataset(*upstream_files.values(), min_length=30)
+    assert dropped["malformed_sifts_row"] == 4
+    assert frame.equals(clean)  # 101m_A and 102l_A keep their one class
+    assert {k: v for k, v in dropped.items() if k != "malformed_sifts_row"} == dict(clean_dropped)
+    (tmp_path / "garbage.tsv").write_text("PDB\tCHAIN\tACCESSION\tEC_NUMBER\nnonsense\nmore nonsense\n")
+    with pytest.raises(DataFileError, match=r"garbage.tsv: no well-formed row \(2 malformed\)"):
+        data.read_sifts_ec(tmp_path / "garbage.tsv")
+
+
+def test_a_folder_or_a_binary_file_is_named_not_parsed(tmp_path):
+    with pytest.raises(DataFileError, match=rf"{tmp_path}: is a folder, not a file"):
+        list(data.read_fasta(tmp_path))
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(bytes(range(256)) * 4)
+    fasta = tmp_path / "mine.fasta"
+    fasta.write_text(">enzA\nMKTAYIAKQR\n")
+    with pytest.raises(DataFileError, match=r"labels.csv: not a UTF-8 text file"):
+        data.load_labelled_fasta(fasta, labels)
+    labels.write_bytes(b"id,ec_class\nenzA,1\x00\n")
+    with pytest.raises(DataFileError, match=r"labels.csv: line 2: NUL byte"):
+        data.load_labelled_fasta(fasta, labels)
+    labels.write_text('id,ec_class\n"enzA,1\n')
+    with pytest.raises(DataFileError, match=r"labels.csv: not a CSV table"):
+        data.load_labelled_fasta(fasta, labels)
+    with pytest.raises(DataFileError, match=r"no such file"):
+        data.load_labelled_fasta(tmp_path / "absent.fasta", tmp_path / "absent.csv")
+
+
 def test_duplicates_that_disagree_on_class_are_dropped(tmp_path):
     seqres = tmp_path / "s.txt"
     seqres.write_text(">1aaa_A mol:protein length:31\n" + "M" * 31 + "\n>2bbb_A mol:protein length:31\n" + "M" * 31 + "\n")

@@ -12,7 +12,8 @@ from kn_utils.kernels import fused_gelu
 from kn_utils.model import random_classifier
 from kn_utils.motifs import activation_peaks
 from kn_utils.pretraining import MLMConfig, masked_lm, pretrain_mlm
-from kn_utils.scoring import activation_scores, integrated_gradients
+from kn_utils.attribution import integrated_gradients
+from kn_utils.scoring import activation_scores
 from kn_utils.inference import predict_logits
 from kn_utils.training import TrainConfig, adamw, optimiser_step, train
 from test_attention import SEQUENCES, logits_and_gradients

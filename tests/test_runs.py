@@ -21,6 +21,17 @@ def test_extends_overrides_key_by_key(tmp_path):
         "profile": "child", "seed": 0, "split": "accession", "epochs": 2, "learning_rate": 0.1}
 
 
+@pytest.mark.parametrize("text, message", [("common: [1, 2\n", r"bad.yaml: line 2: not valid YAML"),
+                                           ("- seed\n- 1\n", r"bad.yaml: a profile is a mapping of sections .* not a list"),
+                                           ("common: 3\n", r"bad.yaml: section 'common' must map parameter names to values"),
+                                           (b"\xff\xfe\x00binary", r"bad.yaml: not a UTF-8 text file")])
+def test_a_profile_that_is_not_a_yaml_mapping_is_named(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(ValueError, match=message):
+        load_profile(path)
+
+
 def test_self_extension_and_unknown_profiles_are_refused(tmp_path):
     (tmp_path / "loop.yaml").write_text("extends: loop\n")
     with pytest.raises(ValueError, match="cannot extend itself"):
@@ -241,6 +252,7 @@ def test_a_rerun_skips_the_stages_that_finished_with_the_same_inputs_and_resumes
         if stage == fail_at["stage"]:
             raise RuntimeError("kernel died")
         Path(target).write_text(json.dumps({"stage": stage, "parameters": parameters, "run": len(calls)}))
+        (tmp_path / "runs" / "quick" / f"output_{stage}.bin").write_bytes(b"written by stage " + stage.encode() * 100)
 
     monkeypatch.setattr(papermill, "execute_notebook", execute)
     out = tmp_path / "out"
@@ -265,6 +277,20 @@ def test_a_rerun_skips_the_stages_that_finished_with_the_same_inputs_and_resumes
     assert ran() == every[3:]  # 01-03 finished again before the kill, with the profile's own epochs
     (out / "06_heatmaps.ipynb").write_text("{}")  # an executed copy that is not the one the stage wrote
     assert ran() == ["06"]  # nothing reads notebook 06's outputs
+    run = tmp_path / "runs" / "quick"
+    (run / "output_02.bin").unlink()  # `rm -r runs/quick/model`: 02's stamp vouches for a file that is gone
+    assert ran() == every[1:]
+    with open(run / "output_03.bin", "r+b") as handle:  # a truncated output, e.g. last.pt
+        handle.truncate(10)
+    assert ran() == ["03", "04", "05", "06", "07"]
+    fail_at["stage"] = "01"  # notebook 01 fails: --from 02 must not train on the dataset it left behind
+    with pytest.raises(RuntimeError, match="kernel died"):
+        ran(rerun=True)
+    fail_at["stage"] = None
+    with pytest.raises(RuntimeError, match=r"02_finetune.py reads .*stage 01 has not finished.*Run from stage 01"):
+        ran(first="02")
+    assert calls == []
+    assert ran() == every
 
 
 def test_a_stage_stamp_covers_the_modules_it_imports_and_no_other(tmp_path, monkeypatch):

@@ -39,6 +39,14 @@ def test_corrupt_mirror_copy_is_refused(tmp_path, upstream_files):
         sources.resolve_sources(mirror, allow_download=False)
 
 
+def test_a_malformed_checksum_line_is_named(tmp_path, upstream_files):
+    mirror = _mirror(tmp_path, upstream_files)
+    sums = mirror / "SHA256SUMS"
+    sums.write_text(sums.read_text() + "not a checksum line\n")
+    with pytest.raises(sources.DataFileError, match=r"SHA256SUMS: line 3: expected '<64 hex digits>  <file name>'"):
+        sources.resolve_sources(mirror, allow_download=False)
+
+
 def test_missing_file_without_mirror_or_download(tmp_path, monkeypatch):
     monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
     with pytest.raises(sources.DataFileError, match="not found, no mirror given"):

@@ -9,6 +9,7 @@ from kn_utils import data, provenance
 from kn_utils.model import ModelInfo, save_classifier
 from kn_utils.runs import declared_parameters, source_of
 from kn_utils.stage import open_stage
+from kn_utils.training import weights_fingerprint
 
 
 def _defaults(stage: str, **overrides) -> dict:
@@ -47,16 +48,43 @@ def test_a_result_records_every_declared_parameter_the_data_checksum_and_no_mode
     assert result["provenance"]["model"] is None and result["provenance"]["device"] is None and "init" not in result
 
 
+def _finetuned(run, model) -> None:
+    """What notebook 02 leaves: the model folder and finetune.json with the weights' fingerprint."""
+    save_classifier(model, run / "model", ModelInfo("random", "test-source", 0), {"max_residues": 7})
+    stage = open_stage("02_finetune", _defaults("02", profile="t", max_residues=7))
+    stage.save_result("finetune", {}, info=ModelInfo("random", "test-source", 0), model=model)
+
+
 def test_a_later_stage_reads_the_trained_window_and_records_its_model(run, tiny_model):
-    save_classifier(tiny_model, run / "model", ModelInfo("random", "test-source", 0), {"max_residues": 7})
-    provenance.write_result(run, "finetune", {}, {"max_residues": 7})
+    _finetuned(run, tiny_model)
     stage = open_stage("05_ablation", _defaults("05", profile="t", precision="fp32"))
     assert stage.max_residues == 7 and stage.index.size == 2 * 3 * 16 and stage.precision == "fp32"
     result = json.loads(stage.save_result("ablation", {}).read_text())
     assert result["init"] == "random" and result["model_source"] == "test-source"
     assert result["provenance"]["parameters"]["max_residues"] == 7 and result["provenance"]["device"] == "cpu"
     assert result["provenance"]["model"]["source"] == "test-source"
+    assert result["provenance"]["inputs"]["weights_sha256"] == weights_fingerprint(tiny_model)
     with pytest.raises(FileNotFoundError, match="activations.npz: not found"):
         stage.arrays("activations")
     np.savez(run / "activations.npz", mean=np.ones(3))
+    open_stage("03_activations", _defaults("03", profile="t")).save_result("activations", {})
     assert stage.arrays("activations")["mean"].tolist() == [1, 1, 1]
+
+
+def test_a_stage_refuses_outputs_written_from_other_weights(run, tiny_model, tiny_config):
+    from kn_utils.model import random_classifier
+
+    _finetuned(run, tiny_model)
+    np.savez(run / "activations.npz", mean=np.ones(3))
+    open_stage("03_activations", _defaults("03", profile="t")).save_result("activations", {})
+    other = random_classifier(tiny_config, 1, "eager").eval()
+    _finetuned(run, other)  # notebook 02 ran again: a new model, and 03's outputs are from the old one
+    stage = open_stage("04_integrated_gradients", _defaults("04", profile="t"))
+    with pytest.raises(RuntimeError, match=r"activations.json: written from weights \w{12}, but this run's model is"):
+        stage.arrays("activations")
+    save_classifier(tiny_model, run / "model", ModelInfo("random", "test-source", 0), {"max_residues": 7})  # swapped by hand
+    with pytest.raises(RuntimeError, match="model: holds other weights than notebook 02 recorded"):
+        open_stage("04_integrated_gradients", _defaults("04", profile="t")).model
+    data.save_dataset(data.load_dataset(run / "dataset.parquet").iloc[::-1], run / "dataset.parquet")  # 01 re-ran
+    with pytest.raises(RuntimeError, match=r"finetune.json: written from dataset \w{12}, but .*dataset.parquet holds"):
+        open_stage("05_ablation", _defaults("05", profile="t")).result("finetune")
