@@ -23,6 +23,7 @@ random sequences, labelled as such.
 from __future__ import annotations
 
 import argparse
+import ast
 import statistics
 import time
 from pathlib import Path
@@ -38,7 +39,7 @@ from kn_utils.inference import autocast
 from kn_utils.kernels import fused_gelu
 from kn_utils.model import PRECISIONS, device_name, esm2_config, load_finetuned, random_classifier, resolve_precision
 from kn_utils.neurons import NeuronIndex
-from kn_utils.runs import notebook_parameters
+from kn_utils.runs import declared_parameters, notebook_parameters, source_of
 
 
 def inputs(model_dir: str | None, count: int, max_residues: int):
@@ -113,7 +114,9 @@ def timed(call, repeats: int) -> tuple[float, object]:
 def main() -> None:
     """Time each method, print examples/s, accuracy and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    study = notebook_parameters("full", "04_integrated_gradients")
+    declared = declared_parameters(source_of("04"))  # the notebook's defaults, then the full profile's settings
+    study = {**{name: ast.literal_eval(spec["default"]) for name, spec in declared.items()},
+             **notebook_parameters("full", "04_integrated_gradients")}
     parser.add_argument("--model", default=None, help="a fine-tuned model folder (runs/<profile>/model); default random init")
     parser.add_argument("--examples", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
