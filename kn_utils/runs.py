@@ -255,8 +255,7 @@ def unfinished_inputs(run: Path, stage: str) -> list[tuple[str, str]]:
     changed since: (stage, why) each."""
     problems = []
     for before in STAGE_READS.get(stage, ()):
-        notebook = next(SOURCES_DIR.glob(f"{before}_*.py"), Path(f"{before}_stage.py"))
-        stamp = read_stamp(run, notebook)
+        stamp = read_stamp(run, source_of(before))
         if stamp is None:
             problems.append((before, f"stage {before} has not finished in {run} (never run, or its last run failed)"))
         elif broken := broken_outputs(run, stamp):
