@@ -149,3 +149,23 @@ def test_panels_placed_by_probes_meet_the_bound_too(curved):
     scale = np.abs(reference["attributions"]).max()
     assert np.abs(placed["attributions"] - reference["attributions"]).max() < 0.01 * scale
     assert (placed["nodes"] >= 12).all()  # three panels of four nodes at least
+
+
+def test_a_gate_is_not_rounded_to_bf16_under_autocast(tiny_model):
+    """Under bf16 autocast the gate multiplies the projection's output at its own precision: a gate of 0.53 (bf16: 0.53125)
+    must give another output than a gate of 0.53125, or bf16 IG evaluates its path at points up to 0.002 off."""
+    from kn_utils.inference import autocast
+    from kn_utils.neurons import gated
+
+    input_ids, mask = pad_batch([encode(sequence) for sequence in SEQUENCES])
+    size = NeuronIndex.of(tiny_model).size
+    logits = {}
+    for gate in (0.53, float(torch.tensor(0.53).bfloat16())):
+        with torch.no_grad(), autocast(torch.device("cpu"), "bf16"), gated(tiny_model, torch.full((size,), gate)):
+            logits[gate] = tiny_model(input_ids=input_ids, attention_mask=mask).logits.float()
+    first, second = logits.values()
+    assert not torch.equal(first, second)
+    with torch.no_grad(), autocast(torch.device("cpu"), "bf16"), gated(tiny_model, torch.ones(size)):  # gates of 1 leave bf16 outputs as they are
+        gated_on = tiny_model(input_ids=input_ids, attention_mask=mask).logits.float()
+    with torch.no_grad(), autocast(torch.device("cpu"), "bf16"):
+        assert torch.equal(gated_on, tiny_model(input_ids=input_ids, attention_mask=mask).logits.float())
