@@ -1,4 +1,4 @@
-"""Command line: `python -m kn_utils run|study|publish|report|predict ...`."""
+"""Command line: `python -m kn_utils run|study|publish|report|predict|evaluate ...`."""
 from __future__ import annotations
 
 import argparse
@@ -6,33 +6,20 @@ import sys
 from pathlib import Path
 
 
-def _predict(args: argparse.Namespace) -> int:
-    """Print predicted EC class and class probabilities per FASTA record."""
-    import numpy as np
+def _model_and_window(args: argparse.Namespace):
+    """The model of `--model` and the residues per sequence it reads (`--max-residues`, else its training window), with
+    notes on stderr: its init, a missing kn_model_info.json, reading beyond the window it was trained on."""
+    from .alphabet import MAX_ESM_RESIDUES
+    from .model import INFO_FILE, load_finetuned, select_device
 
-    from .alphabet import MAX_ESM_RESIDUES, SequenceError, validate_sequence
-    from .data import EC_CLASSES, LABELS, read_fasta, trim_expression_tags
-    from .model import load_finetuned, select_device
-    from .sources import DataFileError
-    from .inference import predict_logits
-
-    try:
-        if args.max_residues is not None and not 1 <= args.max_residues <= MAX_ESM_RESIDUES:
-            raise ValueError(f"--max-residues {args.max_residues}: must be from 1 to {MAX_ESM_RESIDUES}")
-        records = []
-        for header, raw, line in read_fasta(args.fasta):
-            record = header.split()[0] if header.split() else f"(line {line})"
-            sequence = validate_sequence(record, raw, args.fasta)
-            if not args.keep_tags:  # the study's model learnt from chains with their expression tags cut
-                sequence = trim_expression_tags(sequence) or sequence
-            records.append((record, sequence))
-        if not records:
-            raise DataFileError(f"{args.fasta}: no FASTA records")
-        model, info = load_finetuned(args.model, select_device(args.device))
-    except (SequenceError, DataFileError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if info.init != "pretrained":
+    if args.max_residues is not None and not 1 <= args.max_residues <= MAX_ESM_RESIDUES:
+        raise ValueError(f"--max-residues {args.max_residues}: must be from 1 to {MAX_ESM_RESIDUES}")
+    model, info = load_finetuned(args.model, select_device(args.device))
+    if not (Path(args.model) / INFO_FILE).exists():
+        print(f"# WARNING: {args.model} has no {INFO_FILE}: how it was trained, and on how many residues, is unknown; "
+              f"reading {args.max_residues or MAX_ESM_RESIDUES} residues per sequence (set --max-residues to the "
+              "window it was trained on)", file=sys.stderr)
+    elif info.init != "pretrained":
         print(f"# note: model {args.model} was fine-tuned from {info.init} init ({info.source})", file=sys.stderr)
     trained_window = (info.training or {}).get("max_residues")
     max_residues = args.max_residues or trained_window or MAX_ESM_RESIDUES
@@ -40,6 +27,46 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"# warning: the model was trained on the first {trained_window} residues; reading {max_residues} is likely "
               "to make its predictions less accurate, not more (the study's model on held-out chains: 0.56 at its 128, "
               "0.41 at 256)", file=sys.stderr)
+    return model, max_residues
+
+
+def _note_long_sequences(records: list[tuple[str, str]], max_residues: int) -> None:
+    """Say on stderr how many sequences are longer than the residues the model reads (it sees their first ones)."""
+    longer = [record for record, sequence in records if len(sequence) > max_residues]
+    if longer:
+        print(f"# note: {len(longer)} of {len(records)} sequences are longer than {max_residues} residues (first: "
+              f"{longer[0]!r}); the model reads the first {max_residues} of each", file=sys.stderr)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """Print predicted EC class and class probabilities per FASTA record."""
+    import numpy as np
+
+    from .alphabet import SequenceError, validate_sequence
+    from .data import EC_CLASSES, LABELS, read_fasta, trim_expression_tags
+    from .inference import predict_logits
+    from .model import CheckpointError
+    from .sources import DataFileError
+
+    try:
+        records, lines = [], {}
+        for header, raw, line in read_fasta(args.fasta):
+            record = header.split()[0] if header.split() else f"(line {line})"
+            sequence = validate_sequence(record, raw, args.fasta)
+            if not args.keep_tags:  # the study's model learnt from chains with their expression tags cut
+                sequence = trim_expression_tags(sequence) or sequence
+            if record in lines:
+                print(f"# warning: {args.fasta}: record id {record!r} (line {line}) also at line {lines[record]}; both are "
+                      "predicted, under the same id", file=sys.stderr)
+            lines.setdefault(record, line)
+            records.append((record, sequence))
+        if not records:
+            raise DataFileError(f"{args.fasta}: no FASTA records")
+        model, max_residues = _model_and_window(args)
+    except (SequenceError, DataFileError, CheckpointError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    _note_long_sequences(records, max_residues)
     logits = predict_logits(model, [sequence for _, sequence in records], max_residues)
     probabilities = np.exp(logits - logits.max(1, keepdims=True))
     probabilities /= probabilities.sum(1, keepdims=True)
@@ -47,6 +74,53 @@ def _predict(args: argparse.Namespace) -> int:
     for (record, _), row in zip(records, probabilities):
         best = LABELS[int(row.argmax())]
         print("\t".join([record, str(best), EC_CLASSES[best], *(f"{p:.4f}" for p in row)]))
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Score a model on a labelled FASTA: accuracy, balanced accuracy, macro-F1, per-class recall, confusion matrix,
+    calibration, and (with `--run`) accuracy by the similarity of each sequence's nearest training chain."""
+    import json
+
+    import pandas as pd
+
+    from . import compare, metrics
+    from .data import EC_CLASSES, LABELS, load_dataset, load_labelled_fasta, trim_expression_tags
+    from .inference import predict_logits
+    from .model import CheckpointError
+    from .sources import DataFileError
+
+    try:
+        frame = load_labelled_fasta(args.fasta, args.labels)
+        train = None
+        if args.run:
+            train = load_dataset(Path(args.run) / "dataset.parquet").query("split == 'train'")
+        model, max_residues = _model_and_window(args)
+    except (DataFileError, CheckpointError, ValueError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if not args.keep_tags:  # as notebook 01 cut them from the training chains
+        frame["sequence"] = [trim_expression_tags(sequence) or sequence for sequence in frame["sequence"]]
+    _note_long_sequences(list(zip(frame["id"], frame["sequence"])), max_residues)
+    logits = predict_logits(model, frame["sequence"].tolist(), max_residues)
+    names = [f"EC {c} {EC_CLASSES[c]}" for c in LABELS]
+    report = {"model": str(args.model), "fasta": str(args.fasta), "labels": str(args.labels), "max_residues": max_residues,
+              **metrics.evaluation_report(logits, frame["label"].to_numpy(), names)}
+    if train is not None:
+        table = compare.accuracy_by_similarity(train, frame, logits.argmax(1), max_residues)
+        report["accuracy_by_nearest_training_chain"] = compare.similarity_records(table)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{report['examples']} sequences, {max_residues} residues read per sequence")
+    for key in ("accuracy", "balanced_accuracy", "macro_f1", "expected_calibration_error", "mean_true_class_probability"):
+        print(f"{key:30s} {report[key]:.4f}")
+    recall = pd.Series(report["per_class_recall"], name="recall")
+    print(pd.concat([recall, pd.DataFrame(report["confusion"]["matrix"], index=names,
+                                          columns=[f"pred EC {c}" for c in LABELS])], axis=1).to_string())
+    if train is not None:
+        print("accuracy by the 3-mer similarity of the nearest training chain of run", args.run)
+        print(table.to_string())
     return 0
 
 
@@ -78,9 +152,21 @@ def main(argv: list[str] | None = None) -> int:
     predict.add_argument("--keep-tags", action="store_true",
                          help="do not cut His/T7 expression tags first (notebook 01 cuts them from the training chains)")
     predict.add_argument("--max-residues", type=int, default=None, help="residues per sequence the model sees (default: as trained)")
+    evaluate = commands.add_parser("evaluate", help="score a model on a FASTA file and a table of its labels")
+    evaluate.add_argument("--model", required=True, help="a model folder saved by notebook 02 (runs/PROFILE/model)")
+    evaluate.add_argument("fasta", help="FASTA file, optionally gzipped")
+    evaluate.add_argument("labels", help="CSV/TSV with columns id,ec_class (1-6 or an EC number)")
+    evaluate.add_argument("--run", default=None, help="the run folder the model came from (runs/PROFILE): adds accuracy by "
+                          "the similarity of each sequence's nearest training chain")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--keep-tags", action="store_true", help="do not cut His/T7 expression tags first")
+    evaluate.add_argument("--max-residues", type=int, default=None, help="residues per sequence the model sees (default: as trained)")
     args = parser.parse_args(argv)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     if args.command == "report":
         from .report import update_readme
 

@@ -2,6 +2,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from kn_utils.__main__ import main
@@ -85,3 +86,70 @@ def test_module_entry_point_runs(tmp_path, model_folder):
     done = subprocess.run([sys.executable, "-m", "kn_utils", "predict", "--model", str(model_folder), str(fasta)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.splitlines()[1].startswith("a\t")
+
+
+def _labelled(tmp_path):
+    fasta, labels = tmp_path / "set.fasta", tmp_path / "labels.csv"
+    fasta.write_text(">a\nMKTAYIAKQRQISFVKSHFSRQ\n>b\nMNIFEMLRIDEGLRLKIYKDTEGY\n>c\nGSHMSLFDKLKGLVGKEKPLTG\n>d\nMADQLTEEQIAEFKEAFSLF\n")
+    labels.write_text("id,ec_class\na,1\nb,3\nc,3.1.1.4\nd,6\n")
+    return fasta, labels
+
+
+def test_evaluate_reports_the_metrics_of_the_predictions_predict_makes(tmp_path, model_folder, capsys):
+    import json
+
+    fasta, labels = _labelled(tmp_path)
+    assert main(["predict", "--model", str(model_folder), str(fasta)]) == 0
+    predicted = [int(line.split("\t")[1]) for line in capsys.readouterr().out.strip().splitlines()[1:]]
+    assert main(["evaluate", "--model", str(model_folder), str(fasta), str(labels), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    truth = [1, 3, 3, 6]
+    assert report["examples"] == 4 and report["accuracy"] == pytest.approx(np.mean(np.array(predicted) == truth))
+    matrix = np.array(report["confusion"]["matrix"])
+    assert matrix.sum() == 4 and matrix.sum(1).tolist() == [1, 0, 2, 0, 0, 1]
+    assert all(matrix[c - 1, p - 1] >= 1 for c, p in zip(truth, predicted))
+    assert 0 <= report["expected_calibration_error"] <= 1 and report["max_residues"] == 64
+    recall = list(report["per_class_recall"].values())
+    assert recall[1] is None and recall[0] == float(predicted[0] == 1)
+
+
+def test_evaluate_with_the_run_adds_accuracy_by_nearest_training_chain(tmp_path, model_folder, capsys):
+    import json
+
+    import pandas as pd
+
+    fasta, labels = _labelled(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    train = pd.DataFrame({"id": ["t1", "t2"], "label": [0, 2], "split": "train",
+                          "sequence": ["MKTAYIAKQRQISFVKSHFSRQ", "WWWWPPPPCCCCHHHHWWWW"]})
+    train.to_parquet(run / "dataset.parquet")
+    assert main(["evaluate", "--model", str(model_folder), str(fasta), str(labels), "--run", str(run), "--json"]) == 0
+    buckets = json.loads(capsys.readouterr().out)["accuracy_by_nearest_training_chain"]
+    assert sum(bucket["chains"] for bucket in buckets) == 4
+    assert buckets[0]["chains"] == 1 and buckets[0]["nearest_chain_accuracy"] == 1.0  # a copy of a, same class
+    assert main(["evaluate", "--model", str(model_folder), str(fasta), str(labels)]) == 0  # the table on screen
+    out = capsys.readouterr().out
+    assert "accuracy" in out and "pred EC 6" in out
+
+
+def test_evaluate_names_a_bad_label_table(tmp_path, model_folder, capsys):
+    fasta, labels = _labelled(tmp_path)
+    labels.write_text("id,ec_class\na,1\nb,3\nc,3\n")
+    assert main(["evaluate", "--model", str(model_folder), str(fasta), str(labels)]) == 2
+    assert capsys.readouterr().err == f"error: {labels}: no label for record 'd' of {fasta}\n"
+
+
+def test_predict_warns_of_repeated_ids_long_sequences_and_a_model_without_its_info_file(tmp_path, model_folder, capsys):
+    from kn_utils.model import INFO_FILE
+
+    fasta = tmp_path / "in.fasta"
+    fasta.write_text(">x\nMKTAYIAKQR\n>x\nMNIFEMLRID\n>long\n" + "MKTAYIAKQR" * 10 + "\n")
+    assert main(["predict", "--model", str(model_folder), str(fasta)]) == 0
+    captured = capsys.readouterr()
+    assert "record id 'x' (line 3) also at line 1" in captured.err
+    assert "1 of 3 sequences are longer than 64 residues (first: 'long')" in captured.err
+    assert len(captured.out.strip().splitlines()) == 4
+    (model_folder / INFO_FILE).unlink()
+    assert main(["predict", "--model", str(model_folder), str(fasta)]) == 0
+    assert f"WARNING: {model_folder} has no {INFO_FILE}" in capsys.readouterr().err
