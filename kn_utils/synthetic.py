@@ -143,7 +143,7 @@ class TaskSpec:
         return [m.name for m in self.motifs] + ["composition"]
 
 
-def default_spec(per_class: int = 500, seed: int = 0, label_noise: float = 0.0) -> TaskSpec:
+def default_spec(per_class: int = 500, label_noise: float = 0.0) -> TaskSpec:
     """Five 5-residue motifs with two degenerate positions each, at different anchors, and the K/E-rich class: six
     classes, the study's count, so the pipeline runs on the task unchanged."""
     motifs = [Motif.parse("motif_A", "C-x-[DE]-H-W"), Motif.parse("motif_B", "[ST]-P-Y-x-G"),
@@ -160,7 +160,7 @@ def generate_task(spec: TaskSpec, background: ResidueModel, seed: int = 0) -> tu
     rng = np.random.default_rng(seed)
     records, truth = [], []
     names = spec.classes
-    for label, name in enumerate(names):
+    for label in range(len(names)):
         for number in range(spec.per_class):
             identifier = f"syn_{label + 1}_{number:05d}"
             sequence, planted = _draw(spec, background, label, rng)
