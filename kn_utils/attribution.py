@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .alphabet import encode, pad_batch
+from .alphabet import encode
 from .attention import attention_implementation, attention_kernel
-from .inference import autocast, length_batches
+from .inference import autocast, token_batches
 from .kernels import fused_gelu
 from .model import resolve_precision
 from .neurons import NeuronIndex, gated
@@ -73,14 +73,6 @@ def true_class_probability(model, input_ids: torch.Tensor, mask: torch.Tensor, l
     return logits.softmax(-1).gather(1, labels[:, None])[:, 0]
 
 
-def _rows(tokens: list[list[int]], examples: np.ndarray, max_tokens: int):
-    """Length-bucketed batches of rows (one example at one point of its path each): (rows, input_ids, mask)."""
-    lengths = np.array([len(tokens[e]) for e in examples])
-    for batch in length_batches(lengths, max_tokens):
-        input_ids, mask = pad_batch([tokens[e] for e in examples[batch]])
-        yield batch, input_ids, mask
-
-
 def path_gradients(model, tokens: list[list[int]], labels: np.ndarray, examples: np.ndarray, alphas: np.ndarray,
                    weights: np.ndarray, groups: np.ndarray, n_groups: int, max_tokens: int,
                    precision: str) -> np.ndarray:
@@ -89,7 +81,7 @@ def path_gradients(model, tokens: list[list[int]], labels: np.ndarray, examples:
     device = next(model.parameters()).device
     size = NeuronIndex.of(model).size
     totals = torch.zeros(weights.shape[1], n_groups, size, dtype=torch.float64, device=device)
-    for batch, input_ids, mask in _rows(tokens, examples, max_tokens):
+    for batch, input_ids, mask in token_batches([tokens[e] for e in examples], max_tokens):
         gates = torch.as_tensor(alphas[batch], dtype=torch.float32, device=device)[:, None].repeat(1, size).requires_grad_(True)
         target = torch.as_tensor(labels[examples[batch]], device=device)
         with autocast(device, precision):
@@ -108,7 +100,7 @@ def path_probabilities(model, tokens: list[list[int]], labels: np.ndarray, examp
     device = next(model.parameters()).device
     size = NeuronIndex.of(model).size
     values = np.zeros(len(examples))
-    for batch, input_ids, mask in _rows(tokens, examples, max_tokens):
+    for batch, input_ids, mask in token_batches([tokens[e] for e in examples], max_tokens):
         gates = torch.as_tensor(alphas[batch], dtype=torch.float32, device=device)[:, None].expand(len(batch), size)
         target = torch.as_tensor(labels[examples[batch]], device=device)
         with autocast(device, precision):

@@ -35,6 +35,14 @@ def length_batches(lengths: np.ndarray, max_tokens: int, rng: np.random.Generato
     return batches
 
 
+def token_batches(tokens: list[list[int]], max_tokens: int):
+    """Length-bucketed (indices, input_ids, attention_mask) of encoded sequences, at most `max_tokens` tokens each, in
+    a fixed order (evaluation)."""
+    for batch in length_batches(np.array([len(t) for t in tokens]), max_tokens):
+        input_ids, mask = pad_batch([tokens[i] for i in batch])
+        yield batch, input_ids, mask
+
+
 def autocast(device: torch.device, precision: str):
     """bf16 autocast context for `precision='bf16'`, a no-op for 'fp32' (callers resolve `auto` first: resolve_precision)."""
     if precision == "bf16":

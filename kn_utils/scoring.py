@@ -11,9 +11,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode, pad_batch
+from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode
 from .attention import attention_implementation
-from .inference import length_batches
+from .inference import token_batches
 from .kernels import fused_gelu
 from .neurons import PROJECTIONS, NeuronIndex, recording
 
@@ -25,11 +25,7 @@ def residue_positions(input_ids: torch.Tensor) -> torch.Tensor:
 
 def batches(sequences: list[str], max_residues: int, max_tokens: int):
     """Length-bucketed (indices, input_ids, attention_mask) of at most `max_tokens` tokens each."""
-    tokens = [encode(sequence, max_residues) for sequence in sequences]
-    lengths = np.array([len(t) for t in tokens])
-    for batch in length_batches(lengths, max_tokens):
-        input_ids, mask = pad_batch([tokens[i] for i in batch])
-        yield batch, input_ids, mask
+    return token_batches([encode(sequence, max_residues) for sequence in sequences], max_tokens)
 
 
 @torch.inference_mode()
