@@ -40,8 +40,7 @@ def _note_long_sequences(records: list[tuple[str, str]], max_residues: int) -> N
 
 def _predict(args: argparse.Namespace) -> int:
     """Print predicted EC class and class probabilities per FASTA record."""
-    import numpy as np
-
+    from . import metrics
     from .alphabet import SequenceError, validate_sequence
     from .data import EC_CLASSES, LABELS, read_fasta, trim_expression_tags
     from .inference import predict_logits
@@ -67,9 +66,7 @@ def _predict(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     _note_long_sequences(records, max_residues)
-    logits = predict_logits(model, [sequence for _, sequence in records], max_residues)
-    probabilities = np.exp(logits - logits.max(1, keepdims=True))
-    probabilities /= probabilities.sum(1, keepdims=True)
+    probabilities = metrics.probabilities(predict_logits(model, [sequence for _, sequence in records], max_residues))
     print("\t".join(["record", "predicted_ec_class", "name", *(f"p_ec{c}" for c in LABELS)]))
     for (record, _), row in zip(records, probabilities):
         best = LABELS[int(row.argmax())]

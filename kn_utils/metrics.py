@@ -7,11 +7,15 @@ import numpy as np
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
 
+def probabilities(logits: np.ndarray) -> np.ndarray:
+    """Softmax of each row of class logits."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
 def true_class_probabilities(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Softmax probability of each row's true class."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    return probabilities[np.arange(len(labels)), labels]
+    return probabilities(logits)[np.arange(len(labels)), labels]
 
 
 def classification_metrics(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -56,9 +60,8 @@ def per_class_recall(logits: np.ndarray, labels: np.ndarray, num_labels: int) ->
 def expected_calibration_error(logits: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """Expected calibration error: over equal-width bins of the top-class probability, the mean |accuracy - confidence|
     weighted by the bin's share of examples."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
-    confidence, correct = probabilities.max(1), probabilities.argmax(1) == labels
+    rows = probabilities(logits)
+    confidence, correct = rows.max(1), rows.argmax(1) == labels
     which = np.minimum((confidence * bins).astype(int), bins - 1)
     error = 0.0
     for b in np.unique(which):

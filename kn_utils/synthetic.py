@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-ALPHABET = "ACDEFGHIKLMNPQRSTVWY"
+from .alphabet import STANDARD_RESIDUES
+
+ALPHABET = "".join(sorted(STANDARD_RESIDUES))
 _INDEX = {residue: i for i, residue in enumerate(ALPHABET)}
 
 
@@ -101,17 +103,14 @@ class ResidueModel:
         weights = np.ones(20)
         for residue, factor in (enrich or {}).items():
             weights[_INDEX[residue]] = factor
-        codes = [rng.choice(20, p=_normalised(self.start * weights))]
+        first = self.start * weights
+        codes = [rng.choice(20, p=first / first.sum())]
         steps = self.transitions * weights[None, :]
         steps /= steps.sum(1, keepdims=True)
         cumulative = steps.cumsum(1)
         for u in rng.random(length - 1):
             codes.append(min(int(np.searchsorted(cumulative[codes[-1]], u)), 19))
         return "".join(ALPHABET[c] for c in codes)
-
-
-def _normalised(weights: np.ndarray) -> np.ndarray:
-    return weights / weights.sum()
 
 
 @dataclass
