@@ -39,12 +39,12 @@ def _note_long_sequences(records: list[tuple[str, str]], max_residues: int) -> N
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """Print predicted EC class and class probabilities per FASTA record."""
+    """Print predicted class and class probabilities per FASTA record."""
     from . import metrics
     from .alphabet import SequenceError, validate_sequence
-    from .data import EC_CLASSES, LABELS, read_fasta, trim_expression_tags
+    from .data import class_titles, read_fasta, trim_expression_tags
     from .inference import predict_logits
-    from .model import CheckpointError
+    from .model import CheckpointError, class_names_of
     from .sources import DataFileError
 
     try:
@@ -67,10 +67,12 @@ def _predict(args: argparse.Namespace) -> int:
         return 2
     _note_long_sequences(records, max_residues)
     probabilities = metrics.probabilities(predict_logits(model, [sequence for _, sequence in records], max_residues))
-    print("\t".join(["record", "predicted_ec_class", "name", *(f"p_ec{c}" for c in LABELS)]))
+    classes = class_names_of(model)
+    titles = class_titles(classes)
+    print("\t".join(["record", "predicted_class", "name", *(f"p_{c}" for c in classes)]))
     for (record, _), row in zip(records, probabilities):
-        best = LABELS[int(row.argmax())]
-        print("\t".join([record, str(best), EC_CLASSES[best], *(f"{p:.4f}" for p in row)]))
+        best = int(row.argmax())
+        print("\t".join([record, classes[best], titles[best], *(f"{p:.4f}" for p in row)]))
     return 0
 
 
@@ -82,9 +84,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from . import compare, metrics
-    from .data import EC_CLASSES, LABELS, load_dataset, load_labelled_fasta, trim_expression_tags
+    from .data import class_names, load_dataset, load_labelled_fasta, short_names, trim_expression_tags
     from .inference import predict_logits
-    from .model import CheckpointError
+    from .model import CheckpointError, class_names_of
     from .sources import DataFileError
 
     try:
@@ -93,6 +95,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.run:
             train = load_dataset(Path(args.run) / "dataset.parquet").query("split == 'train'")
         model, max_residues = _model_and_window(args)
+        classes = class_names_of(model)
+        unknown = sorted(set(class_names(frame)) - set(classes))
+        if unknown:
+            raise DataFileError(f"{args.labels}: class(es) {unknown} are not among the model's classes {classes}")
+        frame["label"] = [classes.index(name) for name in frame["class_name"].astype(str)]
     except (DataFileError, CheckpointError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -100,7 +107,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         frame["sequence"] = [trim_expression_tags(sequence) or sequence for sequence in frame["sequence"]]
     _note_long_sequences(list(zip(frame["id"], frame["sequence"])), max_residues)
     logits = predict_logits(model, frame["sequence"].tolist(), max_residues)
-    names = [f"EC {c} {EC_CLASSES[c]}" for c in LABELS]
+    names = short_names(classes)
     report = {"model": str(args.model), "fasta": str(args.fasta), "labels": str(args.labels), "max_residues": max_residues,
               **metrics.evaluation_report(logits, frame["label"].to_numpy(), names)}
     if train is not None:
@@ -114,7 +121,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"{key:30s} {report[key]:.4f}")
     recall = pd.Series(report["per_class_recall"], name="recall")
     print(pd.concat([recall, pd.DataFrame(report["confusion"]["matrix"], index=names,
-                                          columns=[f"pred EC {c}" for c in LABELS])], axis=1).to_string())
+                                          columns=[f"pred {n}" for n in names])], axis=1).to_string())
     if train is not None:
         print("accuracy by the 3-mer similarity of the nearest training chain of run", args.run)
         print(table.to_string())
@@ -152,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser("evaluate", help="score a model on a FASTA file and a table of its labels")
     evaluate.add_argument("--model", required=True, help="a model folder saved by notebook 02 (runs/PROFILE/model)")
     evaluate.add_argument("fasta", help="FASTA file, optionally gzipped")
-    evaluate.add_argument("labels", help="CSV/TSV with columns id,ec_class (1-6 or an EC number)")
+    evaluate.add_argument("labels", help="CSV/TSV with columns id,label (the model's class names) or id,ec_class (1-6 or an EC number)")
     evaluate.add_argument("--run", default=None, help="the run folder the model came from (runs/PROFILE): adds accuracy by "
                           "the similarity of each sequence's nearest training chain")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -210,13 +210,27 @@ def completeness_summary(ig: dict[str, np.ndarray], small_change: float = 0.05) 
     summary = {"completeness_error_median": float(np.median(relative)), "completeness_error_p90": float(np.quantile(relative, 0.9)),
                "completeness_error_max": float(relative.max()), "absolute_error_median": float(np.median(absolute)),
                "absolute_error_p90": float(np.quantile(absolute, 0.9)), "absolute_error_max": float(absolute.max()),
+               "completeness_error_p90_beyond_small_change": float(np.quantile(relative[~small], 0.9)) if (~small).any() else 0.0,
                "small_change_examples": int(small.sum()),
                "small_change_absolute_error_max": float(absolute[small].max()) if small.any() else 0.0,
                "nodes_mean": float(ig["nodes"].mean()), "nodes_max": int(ig["nodes"].max()),
                "p_on_mean": float(ig["p_on"].mean()), "p_off_mean": float(ig["p_off"].mean())}
     if ig.get("converged") is not None:
         summary["converged_share"] = float(np.mean(ig["converged"]))
+    summary["within_bound"] = within_bound(summary)
     return summary
+
+
+# The study's completeness bound (docs/experiments.md): median relative error, 90th percentile of the relative error
+# where |F(1) - F(0)| >= 0.05, and the absolute error (probability) where it is smaller.
+COMPLETENESS_BOUND = {"median": 0.01, "p90": 0.05, "small_change_absolute": 0.005}
+
+
+def within_bound(summary: dict) -> bool:
+    """Whether a `completeness_summary` meets COMPLETENESS_BOUND."""
+    return bool(summary["completeness_error_median"] <= COMPLETENESS_BOUND["median"]
+                and summary["completeness_error_p90_beyond_small_change"] <= COMPLETENESS_BOUND["p90"]
+                and summary["small_change_absolute_error_max"] <= COMPLETENESS_BOUND["small_change_absolute"])
 
 
 def split_half_stability(attributions: np.ndarray, seed: int = 0) -> dict[str, float]:

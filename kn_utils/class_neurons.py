@@ -163,13 +163,19 @@ def specific_table(specific: list[np.ndarray], names: list[str], index: NeuronIn
     """Per class: how many of its neurons no other class's set holds, and the first `shown` of them by name."""
     return pd.DataFrame({"specific neurons": [len(ids) for ids in specific],
                          f"first {shown} (layer.projection.unit)": [", ".join(index.names(ids[:shown])) for ids in specific]},
-                        index=pd.Index([f"EC {name}" for name in names], name="class"))
+                        index=pd.Index(names, name="class"))
+
+
+def supported_rows(specificity: pd.DataFrame) -> pd.Series:
+    """Per class set of a `specificity_table` at factor 0: does suppressing it hurt its own class more than the others
+    on average, and more than 2 random-control sd below the matched random sets?"""
+    return (specificity["own_minus_others"] < 0) & (specificity["z_vs_random"] < -2)
 
 
 def suppression_support(specificity: pd.DataFrame) -> dict[str, int]:
-    """Classes whose suppression (a `specificity_table` at factor 0) hurts their own class more than the others on
-    average and more than 2 random-control sd below the matched random sets; and those hit hardest in their row."""
-    return {"supported": int(((specificity["own_minus_others"] < 0) & (specificity["z_vs_random"] < -2)).sum()),
+    """Classes whose suppression (a `specificity_table` at factor 0) is `supported_rows`; and those hit hardest in
+    their row."""
+    return {"supported": int(supported_rows(specificity).sum()),
             "strict": int((specificity["own_rank"] == 1).sum())}
 
 
@@ -181,5 +187,5 @@ def effect_record(effects: dict[str, np.ndarray]) -> dict:
 
 def probe_table(per_class: np.ndarray, names: list[str], count: int) -> pd.DataFrame:
     """The `count` top neurons of each class by its mean signed IG: one row per (class, rank, neuron)."""
-    return pd.DataFrame([{"ec_class": name, "rank": rank, "neuron": int(neuron)}
+    return pd.DataFrame([{"class_name": name, "rank": rank, "neuron": int(neuron)}
                          for name, scores in zip(names, per_class) for rank, neuron in enumerate(top_k(scores, count))])

@@ -16,7 +16,7 @@ from .alphabet import AMBIGUOUS_RESIDUES, normalise_sequence, sequence_problem
 from .sources import DataFileError
 
 EC_CLASSES = {1: "oxidoreductases", 2: "transferases", 3: "hydrolases", 4: "lyases", 5: "isomerases", 6: "ligases"}
-LABELS = tuple(EC_CLASSES)  # label index i <-> EC class LABELS[i]
+EC_NAMES = tuple(str(c) for c in EC_CLASSES)  # the study's class names, in label order (label i <-> EC class i + 1)
 HEADER = re.compile(r"^>(?P<pdb>\w{4,})_(?P<chain>\S+)\s+mol:(?P<mol>\S+)(?:\s+length:(?P<length>\d+))?")
 # Expression tags: SEQRES gives the construct that was crystallised, so about one chain in five starts with a His or
 # T7 tag (and its linker up to a protease site) or ends with a His tag. Natural proteins, and the UniRef sequences
@@ -169,8 +169,8 @@ def build_dataset(seqres_path: str | Path, sifts_path: str | Path, min_length: i
         if reason:
             dropped[reason] += 1
             continue
-        _add_chain(by_sequence, sequence, chain_id, ec_class, accessions, tagged=len(sequence) < untrimmed_length)
-    return _merge_identical(by_sequence, dropped), dropped
+        _add_chain(by_sequence, sequence, chain_id, str(ec_class), accessions, tagged=len(sequence) < untrimmed_length)
+    return _merge_identical(by_sequence, dropped, EC_NAMES), dropped
 
 
 def _drop_reason(sequence: str, min_length: int, max_unknown_fraction: float) -> str | None:
@@ -182,32 +182,73 @@ def _drop_reason(sequence: str, min_length: int, max_unknown_fraction: float) ->
     return None
 
 
-def _add_chain(by_sequence: dict[str, dict], sequence: str, chain_id: str, ec_class: int, accessions: set[str],
+def _add_chain(by_sequence: dict[str, dict], sequence: str, chain_id: str, class_name: str, accessions: set[str],
                tagged: bool) -> None:
     """File one kept chain under its sequence, for `_merge_identical`."""
     entry = by_sequence.setdefault(sequence, {"chains": [], "classes": set(), "accessions": set(), "tagged": 0})
     entry["chains"].append(chain_id)
     entry["tagged"] += tagged
-    entry["classes"].add(ec_class)
+    entry["classes"].add(class_name)
     entry["accessions"] |= accessions
 
 
-def _merge_identical(by_sequence: dict[str, dict], dropped: Counter) -> pd.DataFrame:
-    """One record per distinct sequence (its smallest chain id); counts merged duplicates, drops those whose classes differ."""
+def _merge_identical(by_sequence: dict[str, dict], dropped: Counter, classes: tuple[str, ...]) -> pd.DataFrame:
+    """One record per distinct sequence (its smallest chain id); counts merged duplicates, drops those whose classes
+    differ. `classes` are the task's class names in label order."""
     records = []
     for sequence, entry in by_sequence.items():
         dropped["duplicate_sequence"] += len(entry["chains"]) - 1
         if len(entry["classes"]) > 1:
             dropped["duplicates_disagree_on_class"] += 1
             continue
-        (ec_class,) = entry["classes"]
+        (class_name,) = entry["classes"]
         records.append({
-            "id": min(entry["chains"]), "ec_class": ec_class, "label": LABELS.index(ec_class),
+            "id": min(entry["chains"]), "class_name": class_name, "label": classes.index(class_name),
             "sequence": sequence, "length": len(sequence), "n_chains": len(entry["chains"]), "tagged_chains": entry["tagged"],
             "accession": min(entry["accessions"]) if entry["accessions"] else f"none:{min(entry['chains'])}",
         })
-    columns = ["id", "ec_class", "label", "sequence", "length", "n_chains", "tagged_chains", "accession"]
-    return pd.DataFrame.from_records(records, columns=columns).sort_values("id", ignore_index=True)
+    frame = pd.DataFrame.from_records(records, columns=COLUMNS).sort_values("id", ignore_index=True)
+    return with_classes(frame, classes)
+
+
+COLUMNS = ["id", "class_name", "label", "sequence", "length", "n_chains", "tagged_chains", "accession"]  # the dataset table
+
+
+def with_classes(frame: pd.DataFrame, classes: tuple[str, ...] | list[str]) -> pd.DataFrame:
+    """`frame` with `class_name` as a categorical of the task's classes in label order (the table carries its class
+    list, also a class no record has, through Parquet), checked against `label`."""
+    frame = frame.copy()
+    frame["class_name"] = pd.Categorical(frame["class_name"].astype(str), categories=list(classes))
+    if frame["class_name"].isna().any() or (frame["class_name"].cat.codes.to_numpy() != frame["label"].to_numpy()).any():
+        raise ValueError("class_name and label disagree, or a class_name is not one of the classes")
+    return frame
+
+
+def class_names(frame: pd.DataFrame) -> list[str]:
+    """The task's class names in label order (label i is class_names[i]); EC classes 1-6 for a table without them."""
+    if "class_name" in frame and isinstance(frame["class_name"].dtype, pd.CategoricalDtype):
+        return [str(name) for name in frame["class_name"].cat.categories]
+    return list(EC_NAMES)
+
+
+def is_ec_task(classes: list[str] | tuple[str, ...]) -> bool:
+    """Whether the classes are the study's six top-level EC classes."""
+    return tuple(classes) == EC_NAMES
+
+
+def short_names(classes: list[str] | tuple[str, ...]) -> list[str]:
+    """Names for axes and table rows: `EC 1` ... for the EC task, the class names themselves for any other."""
+    return [f"EC {c}" for c in classes] if is_ec_task(classes) else [str(c) for c in classes]
+
+
+def class_titles(classes: list[str] | tuple[str, ...]) -> list[str]:
+    """Names to show: `EC 1 oxidoreductases` ... for the EC task, the class names themselves for any other."""
+    return [f"EC {c} {EC_CLASSES[int(c)]}" for c in classes] if is_ec_task(classes) else [str(c) for c in classes]
+
+
+def label_order(names: set[str]) -> list[str]:
+    """Class names in label order: numerically when all are integers, else alphabetically."""
+    return sorted(names, key=int) if all(re.fullmatch(r"-?\d+", name) for name in names) else sorted(names)
 
 
 def read_label_table(path: str | Path) -> pd.DataFrame:
@@ -228,15 +269,50 @@ def read_label_table(path: str | Path) -> pd.DataFrame:
         raise DataFileError(f"{path}: not a {'TSV' if separator == chr(9) else 'CSV'} table ({error})") from None
 
 
-def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_length: int = 1) -> pd.DataFrame:
-    """Your own data: a FASTA file and a CSV/TSV with columns `id` and `ec_class` (1-6, or an EC number like 3.1.1.4)."""
-    labels = read_label_table(labels_path)
-    if not {"id", "ec_class"} <= set(labels.columns):
-        raise DataFileError(f"{labels_path}: needs columns 'id' and 'ec_class', found {list(labels.columns)}")
-    repeated = labels["id"][labels["id"].duplicated()]
+def read_labels(path: str | Path, min_per_class: int = 1) -> tuple[dict[str, str], tuple[str, ...]]:
+    """A label table as ({id: class name}, classes in label order).
+
+    Columns `id,label`: any class names, 2 or more classes. Columns `id,ec_class`: the study's EC task (1-6, or an
+    EC number like 3.1.1.4, read as its top-level class; all six classes kept). A repeated id, an unknown EC class
+    or a class with fewer than `min_per_class` records is refused, naming the file and the row.
+    """
+    table = read_label_table(path)
+    column = "label" if "label" in table.columns else "ec_class"
+    if "id" not in table.columns or column not in table.columns:
+        raise DataFileError(f"{path}: needs columns 'id' and 'label' (any class names) or 'id' and 'ec_class' (EC 1-6), "
+                            f"found {list(table.columns)}")
+    blank = table[table["id"].isna() | table[column].isna()]
+    if len(blank):
+        raise DataFileError(f"{path}: row {blank.index[0] + 2}: empty id or {column}")
+    repeated = table["id"][table["id"].duplicated()]
     if len(repeated):  # which of two labels is meant cannot be guessed
-        raise DataFileError(f"{labels_path}: id {repeated.iloc[0]!r} (row {repeated.index[0] + 2}) is labelled more than once")
-    ec_of = dict(zip(labels["id"], labels["ec_class"]))
+        raise DataFileError(f"{path}: id {repeated.iloc[0]!r} (row {repeated.index[0] + 2}) is labelled more than once")
+    names = table[column].str.strip()
+    if column == "ec_class":
+        names = names.str.split(".").str[0]
+        unknown = names[~names.isin(EC_NAMES)]
+        if len(unknown):
+            row = unknown.index[0]
+            raise DataFileError(f"{path}: row {row + 2}, record {table.at[row, 'id']!r}: unknown label "
+                                f"{table.at[row, column]!r}; expected an EC class 1-6 (or use a 'label' column for "
+                                "classes of any names)")
+    sizes = names.value_counts()
+    if column == "label" and len(sizes) < 2:
+        raise DataFileError(f"{path}: one class only ({sizes.index[0]!r}); a classifier needs 2 or more")
+    if (sizes < min_per_class).any():
+        lonely = sizes.index[sizes < min_per_class][0]
+        row = names.index[names == lonely][0]
+        raise DataFileError(f"{path}: class {lonely!r} has {sizes[lonely]} record(s) (row {row + 2}, {table.at[row, 'id']!r}); "
+                            f"every class needs at least {min_per_class}, to train on and to test")
+    classes = EC_NAMES if column == "ec_class" else tuple(label_order(set(names)))
+    return dict(zip(table["id"], names)), classes
+
+
+def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_length: int = 1,
+                        min_per_class: int = 1) -> pd.DataFrame:
+    """Your own data: a FASTA file and a label table (`read_labels`: columns id,label or id,ec_class), every FASTA
+    record labelled and every labelled id in the FASTA; the table's classes carried by `class_name`."""
+    class_of, classes = read_labels(labels_path, min_per_class)
     records, seen = [], set()
     for header, raw, line in read_fasta(fasta_path):
         record = header.split()[0] if header.split() else ""
@@ -249,16 +325,17 @@ def load_labelled_fasta(fasta_path: str | Path, labels_path: str | Path, min_len
         problem = sequence_problem(sequence) or (f"shorter than {min_length} residues" if len(sequence) < min_length else None)
         if problem:
             raise DataFileError(f"{fasta_path}: record {record!r} (line {line}): {problem}")
-        if record not in ec_of:
-            raise DataFileError(f"{labels_path}: no label for record {record!r} of {fasta_path}")
-        top = str(ec_of[record]).split(".")[0].strip()
-        if not top.isdigit() or int(top) not in EC_CLASSES:
-            raise DataFileError(f"{labels_path}: record {record!r}: unknown label {ec_of[record]!r}; expected an EC class 1-6")
-        records.append({"id": record, "ec_class": int(top), "label": LABELS.index(int(top)), "sequence": sequence,
-                        "length": len(sequence), "n_chains": 1, "accession": record})
+        if record not in class_of:
+            raise DataFileError(f"{labels_path}: no label for record {record!r} (line {line} of {fasta_path})")
+        records.append({"id": record, "class_name": class_of[record], "label": classes.index(class_of[record]),
+                        "sequence": sequence, "length": len(sequence), "n_chains": 1, "accession": record})
     if not records:
         raise DataFileError(f"{fasta_path}: no FASTA records")
-    return pd.DataFrame.from_records(records)
+    unknown = [record for record in class_of if record not in seen]
+    if unknown:
+        raise DataFileError(f"{labels_path}: id {unknown[0]!r} is not a record of {fasta_path}"
+                            + (f" ({len(unknown)} such ids)" if len(unknown) > 1 else ""))
+    return with_classes(pd.DataFrame.from_records(records), classes)
 
 
 def build_labelled_dataset(fasta_path: str | Path, labels_path: str | Path, min_length: int = 30,
@@ -270,14 +347,15 @@ def build_labelled_dataset(fasta_path: str | Path, labels_path: str | Path, min_
     """
     dropped: Counter = Counter()
     by_sequence: dict[str, dict] = {}
-    for record in load_labelled_fasta(fasta_path, labels_path).itertuples():
+    labelled = load_labelled_fasta(fasta_path, labels_path, min_per_class=2)
+    for record in labelled.itertuples():
         sequence = trim_expression_tags(record.sequence) if trim_tags else record.sequence
         reason = _drop_reason(sequence, min_length, max_unknown_fraction)
         if reason:
             dropped[reason] += 1
             continue
-        _add_chain(by_sequence, sequence, record.id, record.ec_class, {record.accession}, tagged=len(sequence) < record.length)
-    frame = _merge_identical(by_sequence, dropped)
+        _add_chain(by_sequence, sequence, record.id, record.class_name, {record.accession}, tagged=len(sequence) < record.length)
+    frame = _merge_identical(by_sequence, dropped, tuple(class_names(labelled)))
     if frame.empty:
         raise DataFileError(f"{fasta_path}: no record left after dropping {dict(dropped)}")
     return frame, dropped
@@ -309,6 +387,11 @@ def split_dataset(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0
     """
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
+    sizes = frame["label"].value_counts()
+    if (sizes < 2).any():  # a stratified split puts one of each class's records on each side
+        lonely = class_names(frame)[int(sizes.index[sizes < 2][0])]
+        raise ValueError(f"class {lonely!r} has {int(sizes.min())} record left after cleaning; a split needs at least 2 "
+                         "per class (label more records of it, or drop the class from the label table)")
     frame = frame.copy()
     if strategy == "random":
         _, test_index = train_test_split(np.arange(len(frame)), test_size=test_fraction, stratify=frame["label"], random_state=seed)
@@ -338,9 +421,10 @@ def validation_split(train: pd.DataFrame, fraction: float, seed: int = 0,
 
 
 def class_counts(frame: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """Records per split and EC class, as {split: {class: n}}."""
-    table = frame.groupby(["split", "ec_class"]).size()
-    return {split: {str(c): int(table.get((split, c), 0)) for c in EC_CLASSES} for split in sorted(frame["split"].unique())}
+    """Records per split and class, as {split: {class name: n}}, every class of the task listed."""
+    table = frame.groupby(["split", "label"]).size()
+    return {split: {name: int(table.get((split, label), 0)) for label, name in enumerate(class_names(frame))}
+            for split in sorted(frame["split"].unique())}
 
 
 def sequence_checksum(frame: pd.DataFrame) -> str:
@@ -372,6 +456,7 @@ def dataset_summary(frame: pd.DataFrame, dropped: Counter, max_residues: int) ->
     """The figures data.json records: totals, counts per split and class, drops by reason, lengths."""
     lengths = frame["length"]
     return {
+        "classes": class_names(frame),
         "n_sequences": int(len(frame)),
         "n_train": int((frame["split"] == "train").sum()),
         "n_test": int((frame["split"] == "test").sum()),
@@ -389,9 +474,10 @@ def dataset_summary(frame: pd.DataFrame, dropped: Counter, max_residues: int) ->
 
 
 def counts_table(counts: dict[str, dict[str, int]]) -> pd.DataFrame:
-    """Records per EC class (rows) and split (columns), with each class's name."""
-    table = pd.DataFrame(counts).rename_axis("EC class")
-    table["name"] = [EC_CLASSES[int(c)] for c in table.index]
+    """Records per class (rows) and split (columns); for the EC task with each class's name."""
+    table = pd.DataFrame(counts).rename_axis("class")
+    if is_ec_task(list(table.index)):
+        table["name"] = [EC_CLASSES[int(c)] for c in table.index]
     return table
 
 
@@ -399,9 +485,13 @@ PAPER_SEQUENCES = 11_731  # the paper's dataset, about 2,000 per class
 
 
 def paper_comparison(frame: pd.DataFrame) -> pd.DataFrame:
-    """Sequences per EC class here beside the paper's (its total spread evenly over the six classes)."""
-    per_class = frame.groupby("ec_class").size()
-    table = pd.DataFrame({"ours": per_class, "paper (approx.)": PAPER_SEQUENCES / len(EC_CLASSES)}).astype(int).T
+    """Sequences per class here, beside the paper's (its total spread evenly over the six classes) for the EC task."""
+    classes = class_names(frame)
+    per_class = frame.groupby("label").size().reindex(range(len(classes)), fill_value=0).set_axis(classes)
+    columns = {"ours": per_class}
+    if is_ec_task(classes):
+        columns["paper (approx.)"] = PAPER_SEQUENCES / len(EC_CLASSES)
+    table = pd.DataFrame(columns).astype(int).T
     return table.assign(total=lambda t: t.sum(axis=1))
 
 

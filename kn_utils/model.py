@@ -141,17 +141,48 @@ def device_name(device: torch.device | str) -> str:
     return f"{capabilities.get('cpu_name') or 'CPU'} ({torch.backends.cpu.get_cpu_capability()}{f', {bf16}' if bf16 else ''})"
 
 
-def esm2_config(num_labels: int = 6, **overrides) -> EsmConfig:
-    """Configuration of `facebook/esm2_t6_8M_UR50D` (6 layers, hidden 320, 20 heads, FFN 1,280) with a class head."""
+# The published ESM-2 shapes: (layers, hidden size, attention heads, FFN size), by hub id.
+ESM2_SHAPES = {
+    "facebook/esm2_t6_8M_UR50D": (6, 320, 20, 1280),
+    "facebook/esm2_t12_35M_UR50D": (12, 480, 20, 1920),
+    "facebook/esm2_t30_150M_UR50D": (30, 640, 20, 2560),
+    "facebook/esm2_t33_650M_UR50D": (33, 1280, 20, 5120),
+    "facebook/esm2_t36_3B_UR50D": (36, 2560, 40, 10240),
+    "facebook/esm2_t48_15B_UR50D": (48, 5120, 40, 20480),
+}
+ARCHITECTURE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size")
+
+
+def esm2_config(num_labels: int = 6, shape: str = HUB_ID, classes: list[str] | None = None, **overrides) -> EsmConfig:
+    """Configuration of the ESM-2 model `shape` (a hub id of ESM2_SHAPES; the 8M model by default) with a class head
+    of `num_labels` classes (named `classes` when given); `overrides` set any EsmConfig field, e.g. a smaller width."""
+    if shape not in ESM2_SHAPES:
+        raise ValueError(f"unknown ESM-2 shape {shape!r}; known: {', '.join(ESM2_SHAPES)} (or give the sizes in `architecture`)")
+    layers, hidden, heads, ffn = ESM2_SHAPES[shape]
     settings = dict(
-        vocab_size=len(ESM2_VOCAB), hidden_size=320, num_hidden_layers=6, num_attention_heads=20,
-        intermediate_size=1280, hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        vocab_size=len(ESM2_VOCAB), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=ffn, hidden_act="gelu", hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
         max_position_embeddings=1026, position_embedding_type="rotary", layer_norm_eps=1e-5,
         emb_layer_norm_before=False, token_dropout=True, pad_token_id=PAD_ID, mask_token_id=MASK_ID,
         num_labels=num_labels,
     )
     settings.update(overrides)
+    if settings["hidden_size"] % settings["num_attention_heads"]:
+        raise ValueError(f"hidden_size {settings['hidden_size']} is not a multiple of num_attention_heads "
+                         f"{settings['num_attention_heads']}")
+    if classes is not None:
+        settings.update(num_labels=len(classes), id2label=dict(enumerate(classes)),
+                        label2id={name: label for label, name in enumerate(classes)})
     return EsmConfig(**settings)
+
+
+def class_names_of(model) -> list[str]:
+    """The class names a model was trained on (its config's id2label), or EC classes 1-6 for a 6-class model saved
+    without names (transformers' LABEL_i placeholders)."""
+    names = [str(model.config.id2label[label]) for label in range(model.config.num_labels)]
+    if all(name == f"LABEL_{label}" for label, name in enumerate(names)) and len(names) == 6:
+        return [str(c) for c in range(1, 7)]
+    return names
 
 
 def random_classifier(config: EsmConfig, seed: int, attn_implementation: str = "sdpa", pooling: str = "cls") -> EsmClassifier:
@@ -165,15 +196,26 @@ def random_classifier(config: EsmConfig, seed: int, attn_implementation: str = "
 
 
 def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed: int = 0, num_labels: int = 6,
-                    attn_implementation: str = "sdpa", init_std: float = 0.02, pooling: str = "cls") -> tuple[EsmClassifier, ModelInfo]:
+                    attn_implementation: str = "sdpa", init_std: float = 0.02, pooling: str = "cls",
+                    classes: list[str] | None = None, architecture: dict | None = None) -> tuple[EsmClassifier, ModelInfo]:
     """ESM-2 with a fresh classification head: `init` = auto | pretrained | random.
 
     `source` is a hub id or a local folder in the hub layout. `auto` takes the pretrained weights when they
     load and otherwise falls back to random init with a loud warning. `init_std` is the standard deviation
     of the random weights (transformers' default 0.02); it only matters for random init. `pooling` is what
-    the head reads: cls | mean | auto (cls on pretrained weights, mean on random init).
+    the head reads: cls | mean | auto (cls on pretrained weights, mean on random init). `classes` names the head's
+    classes (their number replaces `num_labels`). `architecture` (random init only) overrides the shape of `source`,
+    e.g. {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 256}.
     """
     resolve_pooling(pooling, "random")  # refuse a bad value before any download
+    architecture = dict(architecture or {})
+    unknown = sorted(set(architecture) - set(ARCHITECTURE_KEYS))
+    if unknown:
+        raise ValueError(f"architecture: unknown key(s) {unknown}; use {list(ARCHITECTURE_KEYS)}")
+    if architecture and init != "random":
+        raise ValueError("architecture overrides the shape of randomly initialised weights only; set init='random'")
+    names = {} if classes is None else {"num_labels": len(classes), "id2label": dict(enumerate(classes)),
+                                        "label2id": {name: label for label, name in enumerate(classes)}}
     if init not in {"auto", "pretrained", "random"}:
         raise ValueError(f"init must be 'auto', 'pretrained' or 'random', not {init!r}")
     if init in {"auto", "pretrained"}:
@@ -181,7 +223,7 @@ def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # the new head is initialised reproducibly too
                 model = EsmClassifier.from_pretrained(
-                    str(source), num_labels=num_labels, attn_implementation=attn_implementation
+                    str(source), **({"num_labels": num_labels} | names), attn_implementation=attn_implementation
                 )
             set_pooling(model, resolve_pooling(pooling, "pretrained"))
             return model, ModelInfo("pretrained", str(source), seed, pooling=pooling_of(model))
@@ -191,9 +233,11 @@ def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed
             message = RANDOM_INIT_BANNER.format(seed=seed) + f" (loading {source!r} failed: {str(error).splitlines()[0]})"
             warnings.warn(message, stacklevel=2)
             print("!" * 100 + "\n" + message + "\n" + "!" * 100)
-    model = random_classifier(esm2_config(num_labels, initializer_range=init_std), seed, attn_implementation,
-                              resolve_pooling(pooling, "random"))
-    return model, ModelInfo("random", f"random-init:{HUB_ID}-architecture(std={init_std})", seed, pooling=pooling_of(model))
+    shape = str(source) if str(source) in ESM2_SHAPES else HUB_ID
+    model = random_classifier(esm2_config(num_labels, shape, classes, initializer_range=init_std, **architecture), seed,
+                              attn_implementation, resolve_pooling(pooling, "random"))
+    sizes = "".join(f",{key}={value}" for key, value in architecture.items())
+    return model, ModelInfo("random", f"random-init:{shape}-architecture(std={init_std}{sizes})", seed, pooling=pooling_of(model))
 
 
 def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLike, info: ModelInfo, extra: dict | None = None) -> Path:
@@ -249,7 +293,7 @@ def weights_banner(info: ModelInfo) -> str:
         return f"**Weights: pretrained ESM-2** from `{info.source}`" + (
             f"; the head reads {head} (`pooling={info.pooling}`), not the paper's <cls> state." if head else ".")
     return ("<div style='border:3px solid #c00;padding:8px;background:#fee'><b>⚠ RANDOM INIT.</b> Pretrained ESM-2 "
-            f"weights were not available, so this run fine-tunes the ESM-2 8M <i>architecture</i> from random weights "
+            f"weights were not available, so this run fine-tunes the ESM-2 <i>architecture</i> from random weights "
             f"(seed {info.seed}, source <code>{info.source}</code>)"
             + (f", its encoder warmed up by a short masked-language-model pass on this run's training chains "
                f"(<code>{info.warm_start}</code>)" if info.warm_start else "")

@@ -106,22 +106,23 @@ def enrichment(sequences: list[str], positions: np.ndarray, max_residues: int, h
 
 def probe_neurons(sequences: list[str], neuron_ids: np.ndarray, peak_values: np.ndarray, peak_positions: np.ndarray,
                   max_residues: int, windows_per_neuron: int, half_width: int, permutations: int,
-                  seed: int = 0) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+                  seed: int = 0, motifs: dict[str, tuple[str, str]] | None = None) -> tuple[pd.DataFrame, dict[int, list[str]]]:
     """For each neuron (columns of `activation_peaks`' output): its peak windows in the sequences where it peaks highest,
-    and their motif enrichment; every neuron x motif test gets a Benjamini-Hochberg q-value over all of them."""
+    and their enrichment in `motifs` (MOTIFS by default); every neuron x motif test gets a Benjamini-Hochberg q-value
+    over all of them."""
     windows, tests = {}, []
     for column, neuron in enumerate(np.asarray(neuron_ids)):
         top = top_sequences(peak_values[:, column], windows_per_neuron)
         chosen, peaks = [sequences[i] for i in top], peak_positions[top, column]
         windows[int(neuron)] = peak_windows(chosen, peaks, half_width)
-        result = enrichment(chosen, peaks, max_residues, half_width, permutations=permutations, seed=seed)
+        result = enrichment(chosen, peaks, max_residues, half_width, permutations=permutations, seed=seed, motifs=motifs)
         tests.append(result.assign(neuron=int(neuron)))
     tests = pd.concat(tests, ignore_index=True)
     tests["q_value"] = benjamini_hochberg(tests["p_value"].to_numpy())
     return tests, windows
 
 
-def motif_table() -> pd.DataFrame:
-    """The motif table (MOTIFS): name, regular expression, source."""
+def motif_table(motifs: dict[str, tuple[str, str]] | None = None) -> pd.DataFrame:
+    """The motif table (MOTIFS by default): name, regular expression, source."""
     return pd.DataFrame([{"motif": name, "regular expression": pattern, "source": source}
-                         for name, (pattern, source) in MOTIFS.items()])
+                         for name, (pattern, source) in (MOTIFS if motifs is None else motifs).items()])

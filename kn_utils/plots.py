@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .data import EC_CLASSES
+from .data import class_titles, is_ec_task
 from .provenance import atomic_path
 
 
@@ -20,11 +20,13 @@ def save_figure(figure: plt.Figure, folder: str | Path, name: str) -> Path:
 
 
 def class_counts_bar(counts: dict[str, dict[str, int]], paper_total: int | None = 11_731) -> plt.Figure:
-    """Records per EC class and split, with the paper's balanced per-class share as a line."""
-    frame = pd.DataFrame(counts).rename(index=lambda c: f"{c} {EC_CLASSES[int(c)]}")
+    """Records per class and split; for the EC task with the paper's balanced per-class share as a line."""
+    frame = pd.DataFrame(counts)
+    classes = list(frame.index)
+    frame.index = class_titles(classes)
     figure, axis = plt.subplots(figsize=(7, 3.5))
     frame.plot.bar(stacked=True, ax=axis, color=["#d95f02", "#1b9e77"][: frame.shape[1]])
-    if paper_total:
+    if paper_total and is_ec_task(classes):
         axis.axhline(paper_total / 6, color="grey", linestyle="--", label=f"paper: {paper_total / 6:.0f} per class")
     axis.set_ylabel("sequences")
     axis.set_xlabel("")
@@ -34,12 +36,13 @@ def class_counts_bar(counts: dict[str, dict[str, int]], paper_total: int | None 
     return figure
 
 
-def length_histogram(lengths: pd.Series, classes: pd.Series, limits: dict[str, int]) -> plt.Figure:
-    """Sequence lengths per EC class, with the length limits marked."""
+def length_histogram(lengths: pd.Series, labels: pd.Series, names: list[str], limits: dict[str, int]) -> plt.Figure:
+    """Sequence lengths per class (`labels` index `names`), with the length limits marked."""
     figure, axis = plt.subplots(figsize=(7, 3.5))
     bins = np.linspace(0, min(int(lengths.max()), 1500), 60)
-    for ec_class in sorted(classes.unique()):
-        axis.hist(lengths[classes == ec_class], bins=bins, histtype="step", label=f"EC {ec_class}")
+    for label, name in enumerate(names):
+        if (labels == label).any():
+            axis.hist(lengths[labels == label], bins=bins, histtype="step", label=name)
     for name, value in limits.items():
         axis.axvline(value, color="black", linestyle=":")
         axis.text(value, axis.get_ylim()[1] * 0.95, f" {name}", fontsize=8, va="top")
@@ -83,9 +86,8 @@ def mlm_curve(history: list[dict], unigram_loss: float) -> plt.Figure:
     return figure
 
 
-def confusion_heatmap(matrix: np.ndarray) -> plt.Figure:
-    """Confusion matrix (rows true EC class, columns predicted), counts annotated, colour row-normalised."""
-    names = [f"{c}" for c in EC_CLASSES]
+def confusion_heatmap(matrix: np.ndarray, names: list[str]) -> plt.Figure:
+    """Confusion matrix (rows true class, columns predicted), counts annotated, colour row-normalised."""
     normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     figure, axis = plt.subplots(figsize=(4.5, 4))
     axis.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
@@ -93,8 +95,9 @@ def confusion_heatmap(matrix: np.ndarray) -> plt.Figure:
         axis.text(column, row, str(count), ha="center", va="center", color="white" if normalised[row, column] > 0.5 else "black", fontsize=8)
     axis.set_xticks(range(len(names)), names)
     axis.set_yticks(range(len(names)), names)
-    axis.set_xlabel("predicted EC class")
-    axis.set_ylabel("true EC class")
+    axis.tick_params(axis="x", rotation=90 if max(map(len, names)) > 3 else 0)
+    axis.set_xlabel("predicted class")
+    axis.set_ylabel("true class")
     figure.tight_layout()
     return figure
 
@@ -171,7 +174,7 @@ def accuracy_bars(results: pd.DataFrame, keep_fractions: list[float], levels: di
     return figure
 
 
-def accuracy_curve(results: pd.DataFrame, levels: dict[str, float], metric: str = "accuracy") -> plt.Figure:
+def accuracy_curve(results: pd.DataFrame, levels: dict[str, float], n_neurons: int, metric: str = "accuracy") -> plt.Figure:
     """Test metric against kept fraction (log axis) per selection rule, zero ablation, unmatched."""
     from .ablation import method_label, plain_zero
 
@@ -184,7 +187,7 @@ def accuracy_curve(results: pd.DataFrame, levels: dict[str, float], metric: str 
     for (name, level), style in zip(levels.items(), ("--", ":", "-.")):
         axis.axhline(level, color="black", linestyle=style, linewidth=1, label=f"{name} {level:.3f}")
     axis.set_xscale("log")
-    axis.set_xlabel("fraction of the 5,760 neurons kept")
+    axis.set_xlabel(f"fraction of the {n_neurons:,} neurons kept")
     axis.set_ylabel(f"test {metric.replace('_', ' ')}")
     axis.legend(fontsize=7)
     figure.tight_layout()
@@ -258,8 +261,8 @@ def effect_matrices(effects: dict[str, dict[str, np.ndarray]], names: list[str],
         image = axis.imshow(net, cmap="RdBu_r", vmin=-limit, vmax=limit)
         for (row, column), value in np.ndenumerate(net):
             axis.text(column, row, f"{value:+.3f}\n±{spread[row, column]:.3f}", ha="center", va="center", fontsize=6.5)
-        axis.set_xticks(range(len(names)), [f"EC {n}" for n in names], fontsize=8)
-        axis.set_yticks(range(len(names)), [f"EC {n}" for n in names], fontsize=8)
+        axis.set_xticks(range(len(names)), names, fontsize=8, rotation=90 if max(map(len, names)) > 5 else 0)
+        axis.set_yticks(range(len(names)), names, fontsize=8)
         axis.set_xlabel("effect on test examples of class")
         axis.set_ylabel("neurons of class")
         axis.set_title(f"neurons x{factor}: Δ {metric.replace('probability', 'true-class probability')}\nminus random control (± its sd)", fontsize=9)

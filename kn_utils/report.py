@@ -249,24 +249,25 @@ def _class_neurons_section(record: dict) -> list[str]:
     """README lines for notebook 07: class-specific neurons, their effects against matched random sets, motifs."""
     import pandas as pd
 
-    specificity = pd.DataFrame(record["specificity"]).rename(columns={"neurons of class": "EC class"})
+    specificity = pd.DataFrame(record["specificity"]).rename(columns={"neurons of class": "class"})
+    classes = len(record["specific"])
     specificity["scaling"] = specificity["factor"].map({"x0": "suppress (x0)", "x2": "amplify (x2)"}).fillna(specificity["factor"])
-    shown = ["scaling", "EC class", *(c for c in ("own_class", "other_classes", "random_own_mean", "random_own_sd", "z_vs_random", "own_rank")
+    shown = ["scaling", "class", *(c for c in ("own_class", "other_classes", "random_own_mean", "random_own_sd", "z_vs_random", "own_rank")
                                       if c in specificity)]
     tests = pd.DataFrame(record["motif_tests"])
     selective = record["motif_selective_neurons"]
     lines = ["### Class-specific knowledge neurons (notebook 07)",
-             f"Top {record['top_size']} neurons per EC class by mean signed IG; shared by all six classes: "
+             f"Top {record['top_size']} neurons per class by mean signed IG; shared by all {classes} classes: "
              f"{len(record['shared_by_all'])}; specific to one class: "
-             + ", ".join(f"EC {c} {len(ids)}" for c, ids in record["specific"].items()) + ".", "",
+             + ", ".join(f"{'EC ' * c.isdigit()}{c} {len(ids)}" for c, ids in record["specific"].items()) + ".", "",
              "![class overlap](figures/07_class_overlap.png)", "",
              f"Scaling class c's set by 0 (suppression) and 2 (amplification) on a class-balanced subset of "
              f"{record['effect_examples']:,} test sequences, against {record['provenance']['parameters']['random_seeds']} random sets "
              "with the same (layer, projection) make-up (own-class effect on the true-class probability; z against the random sets):", "",
              specificity[shown].round(4).to_markdown(index=False), "",
              f"Suppression hurts a class's own examples more than the others' and beyond 2 random-control sd for "
-             f"{record['suppression_classes_supported']} of 6 classes; no other class is hurt more (net of the random sets) for "
-             f"{record.get('suppression_classes_strict', 'an unrecorded number of')} of 6.", "",
+             f"{record['suppression_classes_supported']} of {classes} classes; no other class is hurt more (net of the random sets) for "
+             f"{record.get('suppression_classes_strict', 'an unrecorded number of')} of {classes}.", "",
              "![scaling effects](figures/07_scaling_effects.png)", "",
              f"Motifs at activation peaks: {len(tests)} neuron x motif tests against a shuffled-position control "
              f"({record['multiple_testing']}); motif-selective neurons at q < 0.05: "
@@ -307,6 +308,26 @@ def _other_run_answers(results: Path, profile: str) -> list[str]:
             *_ablation_answers(_submodels(ablation), ablation["provenance"]["parameters"]["keep_fractions"]), *_claim_answers(tests), ""]
 
 
+def _control_section(record: dict, ig: dict | None) -> list[str]:
+    """README lines for the positive control (profile `control`, notebook 08): its answers against the planted truth."""
+    import pandas as pd
+
+    sweep = pd.DataFrame(record["sweep"]).set_index("kept")
+    shown = sweep[["IG signed", "activation", "random mean", "random sd", "IG z vs random"]].round(3)
+    summary = pd.DataFrame(record["summary"]).set_index("question")
+    bound = "" if ig is None else (
+        f" IG completeness: median relative error {ig['completeness_error_median']:.2%}, 90th percentile "
+        f"{ig['completeness_error_p90_beyond_small_change']:.2%} where |F(1) - F(0)| >= 0.05 "
+        f"({'within' if ig.get('within_bound') else 'outside'} the study's bound).")
+    return ["### Positive control: planted motifs (profile `control`, notebook 08)",
+            f"A small ESM-2-shaped model ({_weights(record)}) trained on a task with planted truth (five motif classes and "
+            f"one composition class, `kn_utils.synthetic`) reaches test accuracy {record['accuracy']:.4f}.{bound} "
+            "Notebooks 01-07 ran on it unchanged; notebook 08 sets their outputs against the truth "
+            "([notebooks/control/](notebooks/control/)).", "",
+            "Kept submodels (test accuracy; random: mean and sd over seeds):", "", shown.to_markdown(), "",
+            "What the methods recover (each against its null):", "", summary.to_markdown(), ""]
+
+
 def render(results: Path = REPO_ROOT / "results") -> str:
     """Markdown of every result file present, in stage order."""
     lines: list[str] = []
@@ -329,6 +350,9 @@ def render(results: Path = REPO_ROOT / "results") -> str:
         comparison = class_neurons.get("comparison") or {}
         if comparison.get("profile"):
             lines += _other_run_answers(results / comparison["profile"], comparison["profile"])
+    control = _load(results / "control", "planted_truth")
+    if control:
+        lines += _control_section(control, _load(results / "control", "integrated_gradients"))
     return "\n".join(lines) if lines else "No committed results yet: run `make study`."
 
 

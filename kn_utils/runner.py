@@ -15,6 +15,7 @@ from .runs import (RUNS_ENV, SOURCES_DIR, clear_stamp, declared_parameters, load
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # the kernels' working folder, and where the record's executed notebooks live
 PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
+OPT_IN_STAGES = ("08",)  # run only for profiles with a section for them: 08 checks a planted truth only control runs have
 
 
 def stage_number(stage: str | int | None) -> str | None:
@@ -73,7 +74,8 @@ def stage_parameters(profile: str | os.PathLike, first: str | None = None, last:
     Raises ValueError for a profile setting the notebook does not declare, a value not of its default's type, and an
     override no notebook in the range declares: found now, not an hour into the study, and never silently ignored.
     """
-    notebooks = stage_notebooks(first, last)
+    sections = load_profile(profile)
+    notebooks = [nb for nb in stage_notebooks(first, last) if nb.name[:2] not in OPT_IN_STAGES or nb.stem in sections]
     if not notebooks:
         raise ValueError(f"no notebook from stage {first or 'first'} to {last or 'last'} (stages: "
                          f"{', '.join(nb.name[:2] for nb in stage_notebooks())})")

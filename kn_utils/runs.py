@@ -29,7 +29,7 @@ PRESENTATION_MODULES = ("plots", "report")
 # The stages whose outputs each stage reads (their stamps are part of its key); README's "How the study is built" lists
 # each stage's outputs. 07 reads the same stages of the run it compares with (compare_profile).
 STAGE_READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "02", "03"), "05": ("01", "02", "03", "04"),
-               "06": ("02", "04"), "07": ("01", "02", "04", "05")}
+               "06": ("02", "04"), "07": ("01", "02", "04", "05"), "08": ("01", "02", "03", "04", "05", "07")}
 RUNS_ENV = "KN_RUNS_DIR"
 
 

@@ -29,7 +29,7 @@ def batches(sequences: list[str], max_residues: int, max_tokens: int):
 
 
 @torch.inference_mode()
-def activation_scores(model, sequences: list[str], labels: np.ndarray, max_residues: int, num_classes: int = 6,
+def activation_scores(model, sequences: list[str], labels: np.ndarray, max_residues: int, num_classes: int | None = None,
                       max_tokens: int = 16384, progress: bool = False, fused_kernels: bool = True) -> dict[str, np.ndarray]:
     """Mean |activation| per neuron over sequences (`mean`, (size,)) and per true class (`per_class`, (classes, size)).
 
@@ -37,6 +37,7 @@ def activation_scores(model, sequences: list[str], labels: np.ndarray, max_resid
     `fused_kernels`: GELU in torch's fused kernel (kernels.fused_gelu), as in inference.predict_logits.
     """
     index = NeuronIndex.of(model)
+    num_classes = num_classes or model.config.num_labels
     device = next(model.parameters()).device
     per_example = np.zeros((len(sequences), index.size), dtype=np.float64)
     signed = np.zeros((len(sequences), index.size), dtype=np.float64)
@@ -81,14 +82,11 @@ def score_table(index: NeuronIndex, scores: dict[str, np.ndarray]) -> pd.DataFra
     return table
 
 
-def per_class_table(index: NeuronIndex, per_class: dict[str, np.ndarray]) -> pd.DataFrame:
-    """Long side table: one row per (neuron, EC class) with one column per per-class score."""
-
-    from .data import LABELS
-
+def per_class_table(index: NeuronIndex, per_class: dict[str, np.ndarray], classes: list[str]) -> pd.DataFrame:
+    """Long side table: one row per (neuron, class) with one column per per-class score."""
     frames = []
-    for label, ec_class in enumerate(LABELS):
-        frame = pd.DataFrame({"neuron": np.arange(index.size), "ec_class": ec_class})
+    for label, name in enumerate(classes):
+        frame = pd.DataFrame({"neuron": np.arange(index.size), "class_name": name})
         for name, values in per_class.items():
             frame[name] = values[label]
         frames.append(frame)

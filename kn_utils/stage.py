@@ -93,6 +93,20 @@ class Stage:
         return self.test_set["label"].to_numpy()
 
     @cached_property
+    def classes(self) -> list[str]:
+        """The task's class names in label order (data.class_names): EC classes 1-6 for the study's data."""
+        from .data import class_names
+
+        return class_names(self.dataset)
+
+    @cached_property
+    def class_names(self) -> list[str]:
+        """The classes as tables and figures show them (data.short_names: `EC 1` ... for the EC task)."""
+        from .data import short_names
+
+        return short_names(self.classes)
+
+    @cached_property
     def dataset_sha256(self) -> str:
         """Checksum of the dataset's sequences, labels and split (data.sequence_checksum)."""
         from .data import sequence_checksum
@@ -110,6 +124,17 @@ class Stage:
         if "max_residues" in self.parameters:
             return self.parameters["max_residues"]
         return self.result("finetune")["provenance"]["parameters"]["max_residues"]
+
+    def planted_truth(self) -> pd.DataFrame:
+        """The positive control's planted truth (notebook 01 with `synthetic`): motif, decoy and label-noise rows."""
+        path = self.run / "planted.parquet"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: not found; this run has no planted truth (run notebook 01 with "
+                                    "synthetic=True, as profiles/control.yaml does)")
+        if "planted_motifs" not in self.result("data"):  # data.json of a later run without synthetic: a stale file
+            raise FileNotFoundError(f"{path}: left by an earlier run; this run's notebook 01 planted nothing "
+                                    "(synthetic=False)")
+        return pd.read_parquet(path)
 
     def scores(self) -> pd.DataFrame:
         """Notebook 04's neuron score table (activation, ig_signed, ig_absolute per neuron)."""

@@ -11,12 +11,13 @@ truth: which motif, where, in which sequence, decoys and flipped labels included
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from .alphabet import STANDARD_RESIDUES
+from .data import with_classes
 
 ALPHABET = "".join(sorted(STANDARD_RESIDUES))
 _INDEX = {residue: i for i, residue in enumerate(ALPHABET)}
@@ -152,8 +153,8 @@ def default_spec(per_class: int = 500, label_noise: float = 0.0) -> TaskSpec:
 
 
 def generate_task(spec: TaskSpec, background: ResidueModel, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(dataset table, planted truth). The table has notebook 01's columns (`ec_class` 1..K numbers the classes in
-    `spec.classes` order, `label` = ec_class - 1); the truth has one row per planted motif or decoy (id, kind, motif,
+    """(dataset table, planted truth). The table has notebook 01's columns (`class_name` the class's name from
+    `spec.classes`, `label` its index there); the truth has one row per planted motif or decoy (id, kind, motif,
     start, end, instance) and one per flipped label (kind 'label_noise', motif = the true class). Backgrounds that
     happen to contain a motif are drawn again, so a motif occurs only where the truth says."""
     rng = np.random.default_rng(seed)
@@ -164,20 +165,20 @@ def generate_task(spec: TaskSpec, background: ResidueModel, seed: int = 0) -> tu
             identifier = f"syn_{label + 1}_{number:05d}"
             sequence, planted = _draw(spec, background, label, rng)
             truth.extend((identifier, *row) for row in planted)
-            records.append((identifier, label + 1, label, sequence))
-    table = pd.DataFrame.from_records(records, columns=["id", "ec_class", "label", "sequence"])
+            records.append((identifier, names[label], label, sequence))
+    table = pd.DataFrame.from_records(records, columns=["id", "class_name", "label", "sequence"])
     if spec.label_noise:
         flipped = rng.random(len(table)) < spec.label_noise
         for row in np.flatnonzero(flipped):
             true_label = int(table.at[row, "label"])
             new_label = int(rng.choice([c for c in range(len(names)) if c != true_label]))
             truth.append((table.at[row, "id"], "label_noise", names[true_label], -1, -1, names[new_label]))
-            table.loc[row, ["label", "ec_class"]] = [new_label, new_label + 1]
+            table.loc[row, ["label", "class_name"]] = [new_label, names[new_label]]
     table["length"] = table["sequence"].str.len()
     table["n_chains"], table["tagged_chains"] = 1, 0
     table["accession"] = table["id"]
     truth_table = pd.DataFrame.from_records(truth, columns=["id", "kind", "motif", "start", "end", "instance"])
-    return table.sort_values("id", ignore_index=True), truth_table
+    return with_classes(table.sort_values("id", ignore_index=True), names), truth_table
 
 
 def _draw(spec: TaskSpec, background: ResidueModel, label: int, rng: np.random.Generator) -> tuple[str, list[tuple]]:
@@ -220,3 +221,23 @@ def motif_occurrences(sequences: pd.Series, motifs: list[Motif]) -> pd.DataFrame
     rows = [(index, motif.name, match.start()) for index, sequence in sequences.items() for motif in motifs
             for match in motif.regex.finditer(sequence)]
     return pd.DataFrame.from_records(rows, columns=["index", "motif", "start"])
+
+
+def control_task(chains: list[str], per_class: int, length: tuple[int, int] | list[int], label_noise: float = 0.0,
+                 decoy_share: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, TaskSpec]:
+    """The positive control notebook 01 builds: `default_spec` with `per_class` sequences of `length` residues, on
+    backgrounds from a Markov model fitted to `chains` (the real chains read before); (table, truth, spec)."""
+    spec = replace(default_spec(per_class, label_noise), length=(int(length[0]), int(length[1])), decoy_share=decoy_share)
+    table, truth = generate_task(spec, ResidueModel.fit(list(chains)), seed)
+    return table, truth, spec
+
+
+def planted_motifs(spec: TaskSpec) -> dict[str, str]:
+    """{motif name: PROSITE pattern} of a spec, as data.json records it."""
+    return {motif.name: motif.pattern for motif in spec.motifs}
+
+
+def motif_regexes(patterns: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """Recorded planted motifs as the motif test takes them ({name: (regular expression, source)})."""
+    return {name: (Motif.parse(name, pattern).regex.pattern, "planted (kn_utils.synthetic)")
+            for name, pattern in patterns.items()}

@@ -15,15 +15,17 @@
 # The pipeline reads the two upstream files (PDB `pdb_seqres.txt.gz`, SIFTS `pdb_chain_enzyme.tsv.gz`) from a
 # local mirror when one is given (`mirror` parameter or `$KN_MIRROR`), else from `data/raw/`, else downloads
 # them. Every record that does not make it into the dataset is counted by reason. To run the study on your own
-# enzymes instead, set `fasta` (a FASTA file) and `labels` (a CSV/TSV with columns `id,ec_class`): the same cleaning,
-# merging and split apply, and a malformed record stops the run with an error naming it.
+# data instead, set `fasta` (a FASTA file) and `labels` (a CSV/TSV with columns `id,label`, 2 or more classes of any
+# names, or `id,ec_class` for EC classes): the same cleaning, merging and split apply, every later stage takes its
+# classes, and a malformed record stops the run with an error naming it. With `synthetic`, the chains read are only
+# the background statistics of the positive control, a task with planted motifs (`profiles/control.yaml`).
 
 # %% tags=["parameters"]
 profile = "quick"       # which runs/<profile>/ folder this run writes
 seed = 0
 mirror = None           # folder holding the two upstream files; None: $KN_MIRROR, data/raw, or download
 fasta = None            # your own data instead of the PDB's: a FASTA file (optionally gzipped) ...
-labels = None           # ... and a CSV/TSV with columns id,ec_class (1-6 or an EC number); each record is its own accession
+labels = None           # ... and a CSV/TSV with columns id,label (any class names) or id,ec_class (1-6 or an EC number)
 split = "random"        # random | accession (all chains of one UniProt accession on the same side)
 test_fraction = 0.2
 min_length = 30         # shorter chains are peptides or fragments, not enzyme domains
@@ -31,10 +33,16 @@ max_unknown_fraction = 0.1
 trim_tags = True        # cut His/T7 expression tags (cloning artefacts, not enzyme) before de-duplicating
 max_residues = 128      # residues of each sequence the model sees (the first ones); ESM-2 takes at most 1,022
 max_per_class = 50      # None keeps every sequence; a number caps each class (the paper sampled ~2,000 per class)
+synthetic = False       # True: the positive control, a planted-motif task (kn_utils.synthetic) replaces the chains read
+synthetic_per_class = 1000      # its sequences per class
+synthetic_length = [40, 60]     # their length range (residues)
+label_noise = 0.0               # share of its labels flipped to another class
+decoy_share = 0.2               # share of its sequences that carry a near miss of another class's motif
 
 # %%
 import pandas as pd
-from kn_utils import data, plots, provenance, sources
+from IPython.display import display
+from kn_utils import data, plots, provenance, sources, synthetic as planted
 from kn_utils.stage import open_stage
 
 stage = open_stage("01_data", globals())
@@ -63,12 +71,34 @@ pd.Series(dropped, name="records dropped").sort_values(ascending=False).to_frame
 # Most PDB protein chains carry no EC number at all (they are not enzymes); exact duplicates are the next largest loss, since the PDB holds many structures of the same protein.
 
 # %% [markdown]
+# ## The positive control (`synthetic = True` only)
+# Does the study find knowledge where we know it is? With `synthetic`, the dataset becomes a task with planted truth:
+# five classes each defined by one PROSITE-like motif (two degenerate positions, planted once per sequence at a
+# class-specific place with a jitter of ±10 residues), and a sixth defined by composition alone (K/E-rich, no motif),
+# on backgrounds drawn from a first-order Markov model fitted to the chains above. A share of sequences carry a decoy
+# (another class's motif with one position mutated out of its set). Where each motif sits in each sequence is saved
+# (`planted.parquet`) for notebook 08.
+
+# %%
+planted_motifs = {}
+if synthetic:
+    dataset, truth, spec = planted.control_task(dataset["sequence"], synthetic_per_class, synthetic_length, label_noise,
+                                                decoy_share, seed)
+    planted_motifs, dropped = planted.planted_motifs(spec), {}  # the chains read were the background, not records
+    stage.save_table(truth, "planted")
+    print(f"planted task: {len(dataset):,} sequences; {(truth['kind'] == 'decoy').sum():,} decoys; "
+          f"{(truth['kind'] == 'label_noise').sum():,} flipped labels")
+    display(pd.Series(planted_motifs, name="pattern").to_frame())
+else:
+    print("the study's data (synthetic = False)")
+
+# %% [markdown]
 # ## Sample and split
 # The split is stratified by class and seeded; `split="accession"` keeps all chains of one UniProt accession on the same side.
 
 # %%
 dataset = data.split_dataset(data.cap_per_class(dataset, max_per_class, seed), test_fraction, seed, strategy=split)
-summary = data.dataset_summary(dataset, dropped, max_residues)
+summary = data.dataset_summary(dataset, dropped, max_residues) | ({"planted_motifs": planted_motifs} if synthetic else {})
 print(f"test records whose UniProt accession also occurs in training: {summary['test_accessions_seen_in_train']:.1%}")
 data.counts_table(summary["counts"])
 
@@ -83,7 +113,8 @@ stage.save_figure(plots.class_counts_bar(summary["counts"]), "01_class_counts");
 # The model sees the first `max_residues` residues of each sequence (ESM-2 itself accepts 1,022).
 
 # %% tags=["nbval-ignore-output"]
-figure = plots.length_histogram(dataset["length"], dataset["ec_class"], {"max_residues": max_residues, "ESM-2 limit": 1022})
+figure = plots.length_histogram(dataset["length"], dataset["label"], data.short_names(summary["classes"]),
+                                {"max_residues": max_residues, "ESM-2 limit": 1022})
 stage.save_figure(figure, "01_lengths")
 print(f"median length {summary['length_median']:.0f}; {summary['fraction_longer_than_max_residues']:.1%} of sequences are longer than {max_residues} residues")
 

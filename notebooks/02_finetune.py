@@ -30,7 +30,8 @@ seed = 0
 init = "random"         # auto | pretrained | random
 init_std = 0.02         # std of random-init weights (transformers' default); pretrained weights ignore it
 pooling = "auto"        # what the head reads: cls (the paper's) | mean (over all positions) | auto (cls if pretrained, else mean)
-model_source = "facebook/esm2_t6_8M_UR50D"   # hub id or a local folder in the hub layout
+model_source = "facebook/esm2_t6_8M_UR50D"   # hub id or a local folder in the hub layout; random init takes its shape
+architecture = {}       # random init only: sizes replacing the source's, e.g. {"num_hidden_layers": 2, "hidden_size": 64}
 device = "auto"         # auto | cpu | cuda
 max_residues = 128
 epochs = 2
@@ -68,7 +69,7 @@ print(f"{len(stage.train_set)} training and {len(stage.test_set)} test sequences
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (a failed hub download prints retries)
 classifier, model_info = esm.load_classifier(init, model_source, seed=seed, attn_implementation="eager", init_std=init_std,
-                                             pooling=pooling)
+                                             pooling=pooling, classes=stage.classes, architecture=architecture)
 classifier = classifier.to(stage.device)
 
 # %%
@@ -139,12 +140,12 @@ scores = metrics.held_out_scores(test_logits, stage.labels, stage.train_set["lab
 pd.Series(scores).round(4).to_frame("test")
 
 # %% tags=["nbval-ignore-output"]
-levels = {"majority class": scores["majority_baseline"], "chance (1/6)": scores["chance_balanced"]}
+levels = {"majority class": scores["majority_baseline"], f"chance (1/{len(stage.classes)})": scores["chance_balanced"]}
 stage.save_figure(plots.training_curve(outcome["history"], levels, scored_on=watched), "02_training_curve");
 
 # %% tags=["nbval-ignore-output"]
-confusion = metrics.confusion(test_logits, stage.labels, len(data.EC_CLASSES))
-stage.save_figure(plots.confusion_heatmap(confusion), "02_confusion");
+confusion = metrics.confusion(test_logits, stage.labels, len(stage.classes))
+stage.save_figure(plots.confusion_heatmap(confusion, stage.class_names), "02_confusion");
 
 # %% [markdown]
 # Rows are true classes. With random-init weights, the large classes (2 transferases, 3 hydrolases) absorb most errors of the small ones.
@@ -164,7 +165,7 @@ by_similarity.round(3)
 # %% [markdown]
 # Where the model's accuracy falls from the near-copy rows to the `< 0.5` row while the yardstick stays near 1.0 in
 # the near rows, the headline figure is mostly homolog transfer; the `< 0.5` row is what the model learned that carries
-# to chains unlike any it trained on (chance is 1/6, the majority class above). Notebook 07 repeats the study with a
+# to chains unlike any it trained on (chance is one over the number of classes, 1/6 here; the majority class above). Notebook 07 repeats the study with a
 # split that keeps UniProt accessions apart.
 
 # %% tags=["nbval-ignore-output"]

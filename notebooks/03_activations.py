@@ -16,7 +16,7 @@
 # the index is read off the loaded model, so 35M/150M work unchanged). Its score is the mean |output| over
 # the **residue positions** of a sequence (`<cls>`, `<eos>` and padding excluded: they are not protein),
 # averaged over test sequences, each sequence counting once; accumulated in float64 in one pass under
-# `inference_mode`. We also keep the mean per true EC class (6 x 5,760).
+# `inference_mode`. We also keep the mean per true class (6 x 5,760 on the EC task).
 
 # %% tags=["parameters"]
 profile = "quick"
@@ -57,7 +57,7 @@ scoring.mean_by_block(table, "activation").round(4)
 halves = scoring.split_half_spearman(activations["per_example"], seed=0)
 class_cv = scoring.median_class_variation(activations["per_class"], activations["mean"])
 print(f"Spearman of activation scores between two random halves of the test set: {halves:.4f}")
-print(f"median coefficient of variation across EC classes: {class_cv:.4f}")
+print(f"median coefficient of variation across classes: {class_cv:.4f}")
 
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timing)

@@ -144,7 +144,7 @@ stage.save_figure(plots.scatter_ranks(table["activation"], table["ig_signed"], "
 # NBVAL_IGNORE_OUTPUT  (timing and memory)
 per_class = scoring.class_means(ig["attributions"], stage.labels, stage.model.config.num_labels)
 stage.save_table(table, "neuron_scores")
-stage.save_table(scoring.per_class_table(index, {"activation": activation["per_class"], "ig_signed": per_class}),
+stage.save_table(scoring.per_class_table(index, {"activation": activation["per_class"], "ig_signed": per_class}, stage.class_names),
                  "neuron_scores_per_class")
 stage.save_arrays("integrated_gradients", attributions=ig["attributions"], p_on=ig["p_on"], p_off=ig["p_off"], labels=stage.labels,
                   nodes=ig["nodes"], absolute_error=ig["absolute_error"])

@@ -36,7 +36,7 @@ from kn_utils.stage import open_stage
 stage = open_stage("05_ablation", globals())
 display(stage.banner())
 levels = {"majority class": metrics.majority_baseline(stage.train_set["label"].to_numpy(), stage.labels),
-          "chance 1/6": 1 / stage.model.config.num_labels}
+          "chance": 1 / stage.model.config.num_labels}
 
 # %% [markdown]
 # ## Evaluation speed
@@ -87,11 +87,11 @@ ablation.table1(results, keep_fractions, "balanced_accuracy")
 stage.save_figure(plots.accuracy_bars(results, keep_fractions, levels), "05_figure2_accuracy");
 
 # %% tags=["nbval-ignore-output"]
-stage.save_figure(plots.accuracy_bars(results, keep_fractions, {"chance 1/6": levels["chance 1/6"]}, "balanced_accuracy"),
+stage.save_figure(plots.accuracy_bars(results, keep_fractions, {f"chance 1/{len(stage.classes)}": levels["chance"]}, "balanced_accuracy"),
                   "05_figure2_balanced_accuracy");
 
 # %% tags=["nbval-ignore-output"]
-stage.save_figure(plots.accuracy_curve(results, levels), "05_accuracy_curve");
+stage.save_figure(plots.accuracy_curve(results, levels, stage.index.size), "05_accuracy_curve");
 
 # %% [markdown]
 # ## High or low IG scores?
@@ -121,6 +121,6 @@ ablation.mean_ablation_table(results).round(4)
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timings)
 stage.save_result("ablation", {"n_submodels": len(results), "evaluation_speed": speed, "majority_baseline": levels["majority class"],
-                               "chance": levels["chance 1/6"], "full_accuracy": ablation.full_accuracy(results),
+                               "chance": levels["chance"], "full_accuracy": ablation.full_accuracy(results),
                                "full_accuracy_fp32": finetune_accuracy, "submodels": ablation.sweep_records(results)})
 print(f"ablation stage: {len(results)} submodels")

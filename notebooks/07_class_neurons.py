@@ -40,12 +40,12 @@ seed = 0
 import numpy as np
 import pandas as pd
 from IPython.display import display
-from kn_utils import class_neurons, compare, data, motifs, plots, scoring
+from kn_utils import class_neurons, compare, motifs, plots, scoring, synthetic
 from kn_utils.stage import open_stage
 
 stage = open_stage("07_class_neurons", globals())
 display(stage.banner())
-index, names, labels = stage.index, [str(c) for c in data.LABELS], stage.labels
+index, names, labels = stage.index, stage.class_names, stage.labels
 
 # %%
 ig = stage.arrays("integrated_gradients")
@@ -123,10 +123,13 @@ print(f"{support['strict']} of {len(names)} are the class hit hardest in their r
 # For the `respond_top` most important neurons of each class: the test sequences where the neuron's |activation|
 # peaks highest (`windows_per_neuron` of them, one peak per sequence), the residue window around each peak as a
 # sequence logo (logomaker, information content), and whether peak windows touch known enzyme motifs more often
-# than random positions of the same sequences (shuffled-position control).
+# than random positions of the same sequences (shuffled-position control). On the positive control the motifs
+# tested are the planted ones.
 
 # %%
-motifs.motif_table()
+planted_motifs = stage.result("data").get("planted_motifs")
+known_motifs = synthetic.motif_regexes(planted_motifs) if planted_motifs else motifs.MOTIFS
+motifs.motif_table(known_motifs)
 
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timing)
@@ -134,9 +137,9 @@ probe = class_neurons.probe_table(per_class, names, respond_top)
 probe_ids = np.unique(probe["neuron"])
 peak_values, peak_positions = motifs.activation_peaks(stage.model, stage.sequences, probe_ids, stage.max_residues)
 tests, windows = motifs.probe_neurons(stage.sequences, probe_ids, peak_values, peak_positions, stage.max_residues,
-                                      windows_per_neuron, half_width, motif_permutations, seed)
+                                      windows_per_neuron, half_width, motif_permutations, seed, known_motifs)
 tests["name"] = index.names(tests["neuron"])
-logos = {f"EC {row.ec_class} #{row.rank + 1}: {index.name(row.neuron)}": windows[row.neuron]
+logos = {f"{row.class_name} #{row.rank + 1}: {index.name(row.neuron)}": windows[row.neuron]
          for row in probe[probe["rank"] < 2].itertuples()}
 stage.save_figure(plots.sequence_logos(logos), "07_logos");
 
@@ -186,6 +189,7 @@ figures = {"top_size": top_size, "classes": names, "class_sets": {n: index.names
            "suppression_classes_supported": support["supported"], "suppression_classes_strict": support["strict"],
            "motif_tests": tests.to_dict("records"), "multiple_testing": "Benjamini-Hochberg over all neuron x motif tests",
            "motif_selective_neurons": sorted(selective["name"].unique().tolist()),
-           "motifs": {name: {"pattern": pattern, "source": source} for name, (pattern, source) in motifs.MOTIFS.items()},
+           "motifs": {name: {"pattern": pattern, "source": source} for name, (pattern, source) in known_motifs.items()},
+           "probed_neurons": probe.to_dict("records"),
            "comparison": None if pair is None else compare.comparison_record(comparison, compare_profile)}
 stage.save_result("class_neurons", figures)

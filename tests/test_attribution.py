@@ -108,6 +108,9 @@ def test_completeness_summary_reports_relative_and_absolute_error(curved):
     assert summary["absolute_error_max"] == pytest.approx(np.abs(ig["attributions"].astype(float).sum(1) - (ig["p_on"] - ig["p_off"])).max(), rel=1e-3)
     assert summary["nodes_mean"] == ig["nodes"].mean() and summary["p_on_mean"] == pytest.approx(ig["p_on"].mean())
     assert "converged_share" not in completeness_summary(integrated_gradients(model, sequences, labels, 64, steps=4))
+    assert summary["within_bound"]
+    coarse = completeness_summary(integrated_gradients(model, sequences, labels, 64, steps=1, rule="riemann_left"))
+    assert not coarse["within_bound"] and coarse["completeness_error_p90_beyond_small_change"] > 0.05
 
 
 def test_convergence_table_ranks_fixed_rules_against_the_reference(curved):

@@ -159,12 +159,12 @@ def test_class_set_summaries():
     index = NeuronIndex(2, 4)
     per_class = np.array([[5.0, 1, 4, 0] * 6, [0.0, 3, 3, 9] * 6])
     probe = probe_table(per_class, ["a", "b"], 2)
-    assert probe.to_dict("records") == [{"ec_class": "a", "rank": 0, "neuron": 0}, {"ec_class": "a", "rank": 1, "neuron": 4},
-                                        {"ec_class": "b", "rank": 0, "neuron": 3}, {"ec_class": "b", "rank": 1, "neuron": 7}]
+    assert probe.to_dict("records") == [{"class_name": "a", "rank": 0, "neuron": 0}, {"class_name": "a", "rank": 1, "neuron": 4},
+                                        {"class_name": "b", "rank": 0, "neuron": 3}, {"class_name": "b", "rank": 1, "neuron": 7}]
     pairwise = pd.DataFrame([[3, 1, 2], [1, 3, 0], [2, 0, 3]])
     assert mean_pairwise(pairwise) == pytest.approx(1.0)
     table = specific_table([np.array([1, 22]), np.array([], dtype=int)], ["a", "b"], index, shown=1)
-    assert table["specific neurons"].tolist() == [2, 0] and table.iloc[0, 1] == "L0.query.1" and table.index[0] == "EC a"
+    assert table["specific neurons"].tolist() == [2, 0] and table.iloc[0, 1] == "L0.query.1" and table.index[0] == "a"
     specificity = pd.DataFrame({"own_minus_others": [-0.2, -0.2, 0.1], "z_vs_random": [-3.0, -1.0, -5.0], "own_rank": [1, 2, 1]})
     assert suppression_support(specificity) == {"supported": 1, "strict": 2}
     effects = {"probability": np.ones((2, 2)), "accuracy": np.zeros((2, 2)),

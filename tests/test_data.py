@@ -10,8 +10,8 @@ from kn_utils.sources import DataFileError, check_gzip
 def test_build_dataset_keeps_clean_single_class_chains(upstream_files):
     frame, dropped = data.build_dataset(*upstream_files.values(), min_length=30)
     assert sorted(frame["id"]) == ["101m_A", "102l_A", "105m_A", "110m_A"]
-    assert dict(zip(frame["id"], frame["ec_class"])) == {"101m_A": 1, "102l_A": 3, "105m_A": 2, "110m_A": 4}
-    assert (frame["label"] == frame["ec_class"] - 1).all()
+    assert dict(zip(frame["id"], frame["class_name"])) == {"101m_A": "1", "102l_A": "3", "105m_A": "2", "110m_A": "4"}
+    assert (frame["label"] == frame["class_name"].astype(int) - 1).all() and data.class_names(frame) == list("123456")
     assert dropped == {"not_protein": 1, "several_ec_classes": 1, "too_short": 1, "invalid_residue": 1,
                        "ec_class_outside_1_6": 1, "duplicate_sequence": 1}
     assert frame.loc[frame["id"] == "102l_A", "n_chains"].item() == 2
@@ -128,7 +128,7 @@ def test_tagged_and_untagged_chains_of_one_enzyme_merge_into_one_record(tmp_path
 
 
 def _synthetic(n_per_class=50, accessions_per_class=10):
-    rows = [{"id": f"{c}_{i}", "label": c, "ec_class": c + 1, "sequence": "M" * 40, "length": 40,
+    rows = [{"id": f"{c}_{i}", "label": c, "class_name": str(c + 1), "sequence": "M" * 40, "length": 40,
              "accession": f"A{c}_{i % accessions_per_class}"} for c in range(6) for i in range(n_per_class)]
     return pd.DataFrame(rows)
 
@@ -187,15 +187,15 @@ def test_labelled_fasta_round_trip_and_errors(tmp_path):
     labels = tmp_path / "labels.csv"
     labels.write_text("id,ec_class\nenzA,3.1.1.4\nenzB,2\n")
     frame = data.load_labelled_fasta(fasta, labels)
-    assert frame["ec_class"].tolist() == [3, 2] and frame["length"].tolist() == [20, 10]
+    assert frame["class_name"].tolist() == ["3", "2"] and frame["length"].tolist() == [20, 10]
     labels.write_text("id,ec_class\nenzA,9\nenzB,2\n")
-    with pytest.raises(DataFileError, match=r"labels.csv: record 'enzA': unknown label '9'"):
+    with pytest.raises(DataFileError, match=r"labels.csv: row 2, record 'enzA': unknown label '9'"):
         data.load_labelled_fasta(fasta, labels)
     labels.write_text("id,ec_class\nenzA,1\nenzB,2\nenzA,3\n")
     with pytest.raises(DataFileError, match=r"labels.csv: id 'enzA' \(row 4\) is labelled more than once"):
         data.load_labelled_fasta(fasta, labels)
     labels.write_text("id,ec_class\nenzA,1\n")
-    with pytest.raises(DataFileError, match=r"no label for record 'enzB'"):
+    with pytest.raises(DataFileError, match=r"no label for record 'enzB' \(line 4 of .*mine.fasta\)"):
         data.load_labelled_fasta(fasta, labels)
     fasta.write_text(">enzA\nMKTAYIAKQR\n>enzB\n\n")
     labels.write_text("id,ec_class\nenzA,1\nenzB,2\n")
@@ -210,18 +210,19 @@ def test_own_data_is_built_like_the_pdb_dataset(tmp_path):
     fasta.write_text(f">a\nMGSSHHHHHHSSGLVPRGSH{enzyme}\n>b\n{enzyme}\n>c\n{other}\n>d\n{other}\n>e\nMKTAYIAKQR\n"
                      f">f\n{'X' * 10}{enzyme[:30]}\n")
     labels = tmp_path / "labels.tsv"
-    labels.write_text("id\tec_class\na\t3.1.1.4\nb\t3\nc\t1\nd\t2\ne\t4\nf\t5\n")
+    labels.write_text("id\tec_class\na\t3.1.1.4\nb\t3\nc\t1\nd\t2\ne\t1\nf\t2\n")
     frame, dropped = data.build_labelled_dataset(fasta, labels, min_length=30)
     # a's His tag is cut, which makes it b; c and d are one sequence with two classes; e is short; f is 25% unknown
-    assert frame[["id", "ec_class", "n_chains", "tagged_chains"]].values.tolist() == [["a", 3, 2, 1]]
+    assert frame[["id", "class_name", "n_chains", "tagged_chains"]].values.tolist() == [["a", "3", 2, 1]]
     assert dropped == {"duplicate_sequence": 2, "duplicates_disagree_on_class": 1, "too_short": 1, "too_many_unknown_residues": 1}
-    assert list(frame.columns) == ["id", "ec_class", "label", "sequence", "length", "n_chains", "tagged_chains", "accession"]
+    assert list(frame.columns) == data.COLUMNS
     kept, _ = data.build_labelled_dataset(fasta, labels, min_length=30, trim_tags=False)
     assert kept["id"].tolist() == ["a", "b"]  # untrimmed, a is its own sequence
     paths = sources.resolve_inputs(fasta=fasta, labels=labels)
     assert data.build_from_inputs(paths, min_length=30)[0].equals(frame)
-    fasta.write_text(">e\nMKTAYIAKQR\n")
-    with pytest.raises(DataFileError, match=r"mine.fasta: no record left after dropping \{'too_short': 1\}"):
+    fasta.write_text(">e\nMKTAYIAKQR\n>g\nMKTAY\n")
+    labels.write_text("id\tec_class\ne\t1\ng\t1\n")
+    with pytest.raises(DataFileError, match=r"mine.fasta: no record left after dropping \{'too_short': 2\}"):
         data.build_labelled_dataset(fasta, labels, min_length=30)
 
 
@@ -242,11 +243,53 @@ def test_summary_counts_add_up(upstream_files):
 
 
 def test_summary_tables_of_notebook_01():
-    frame = pd.DataFrame({"ec_class": [1, 1, 2, 6], "label": [0, 0, 1, 5], "split": ["train", "test", "train", "train"],
+    frame = pd.DataFrame({"class_name": ["1", "1", "2", "6"], "label": [0, 0, 1, 5], "split": ["train", "test", "train", "train"],
                           "accession": ["P1", "P1", "P2", "P3"], "length": [40, 50, 60, 70]})
     summary = data.dataset_summary(frame, {}, 55)
     assert summary["test_accessions_seen_in_train"] == 1.0 and summary["fraction_longer_than_max_residues"] == 0.5
     counts = data.counts_table(summary["counts"])
     assert counts.loc["1", "train"] == 1 and counts.loc["6", "name"] == "ligases" and counts.loc["3", "test"] == 0
     paper = data.paper_comparison(frame)
-    assert paper.loc["ours"].tolist() == [2, 1, 1, 4] and paper.loc["paper (approx.)", 1] == 11_731 // 6
+    assert paper.loc["ours"].tolist() == [2, 1, 0, 0, 0, 1, 4] and paper.loc["paper (approx.)", "1"] == 11_731 // 6
+
+
+def test_any_labels_become_the_tasks_classes_in_label_order(tmp_path):
+    residues = "ACDEFGHIKLMNPQRSTVWY"
+    fasta, labels = tmp_path / "mine.fasta", tmp_path / "labels.csv"
+    fasta.write_text("".join(f">s{i}\n{residues[i:] + residues[:i]}{residues}\n" for i in range(6)))
+    labels.write_text("id,label\ns0,toxin\ns1,non-toxin\ns2,toxin\ns3,non-toxin\ns4,toxin\ns5,non-toxin\n")
+    frame, _ = data.build_labelled_dataset(fasta, labels, min_length=30)
+    assert data.class_names(frame) == ["non-toxin", "toxin"] and not data.is_ec_task(data.class_names(frame))
+    assert frame.set_index("id")["label"].to_dict() == {"s0": 1, "s1": 0, "s2": 1, "s3": 0, "s4": 1, "s5": 0}
+    split = data.split_dataset(frame, 0.34, seed=0)
+    path = data.save_dataset(split, tmp_path / "dataset.parquet")
+    summary = data.dataset_summary(data.load_dataset(path), {}, 64)
+    assert summary["classes"] == ["non-toxin", "toxin"] and set(summary["counts"]["test"]) == {"non-toxin", "toxin"}
+    assert data.short_names(summary["classes"]) == ["non-toxin", "toxin"]
+    assert "paper (approx.)" not in data.paper_comparison(split).index
+    labels.write_text("id,label\n" + "".join(f"s{i},{10 - i % 2 * 8}\n" for i in range(6)))  # integer names: numeric order
+    assert data.class_names(data.build_labelled_dataset(fasta, labels, min_length=30)[0]) == ["2", "10"]
+
+
+@pytest.mark.parametrize("table, message", [
+    ("id,label\ns0,a\ns1,b\ns2,a\ns3,b\ns4,a\ns5,b\nzz,a\n", r"labels.csv: id 'zz' is not a record of .*mine.fasta"),
+    ("id,label\ns0,a\ns1,b\ns2,a\ns3,b\ns4,a\ns5,c\n", r"labels.csv: class 'c' has 1 record\(s\) \(row 7, 's5'\)"),
+    ("id,label\ns0,a\ns1,b\ns2,a\ns0,b\ns4,a\ns5,b\n", r"labels.csv: id 's0' \(row 5\) is labelled more than once"),
+    ("id,label\ns0,a\ns1,a\ns2,a\ns3,a\ns4,a\ns5,a\n", r"labels.csv: one class only \('a'\)"),
+    ("id,label\ns0,a\ns1,\ns2,a\ns3,b\ns4,a\ns5,b\n", r"labels.csv: row 3: empty id or label"),
+    ("id,class\ns0,a\n", r"labels.csv: needs columns 'id' and 'label'"),
+])
+def test_a_malformed_label_table_is_named_with_its_row(tmp_path, table, message):
+    residues = "ACDEFGHIKLMNPQRSTVWY"
+    fasta, labels = tmp_path / "mine.fasta", tmp_path / "labels.csv"
+    fasta.write_text("".join(f">s{i}\n{residues[i:] + residues[:i]}{residues}\n" for i in range(6)))
+    labels.write_text(table)
+    with pytest.raises(DataFileError, match=message):
+        data.build_labelled_dataset(fasta, labels, min_length=30)
+
+
+def test_a_class_left_with_one_record_after_cleaning_stops_the_split():
+    frame = _synthetic(n_per_class=3)
+    frame = frame[(frame["label"] != 2) | (frame["id"] == "2_0")]
+    with pytest.raises(ValueError, match=r"class '3' has 1 record left after cleaning"):
+        data.split_dataset(frame, 0.2, seed=0)

@@ -113,3 +113,39 @@ def test_pooling_auto_follows_the_weights(tmp_path, tiny_model):
     assert "pooling=mean" in weights_banner(info)
     with pytest.raises(ValueError, match="pooling must be"):
         load_classifier("random", pooling="attention")
+
+
+@pytest.mark.parametrize("shape", ["facebook/esm2_t12_35M_UR50D", "facebook/esm2_t30_150M_UR50D"])
+def test_random_init_takes_the_shape_of_the_source_it_names(shape):
+    from kn_utils.model import ESM2_SHAPES, esm2_config
+
+    config = esm2_config(shape=shape)
+    layers, hidden, heads, ffn = ESM2_SHAPES[shape]
+    assert (config.num_hidden_layers, config.hidden_size, config.num_attention_heads, config.intermediate_size) == \
+        (layers, hidden, heads, ffn)
+    with pytest.raises(ValueError, match="unknown ESM-2 shape 'esm2_t99'"):
+        esm2_config(shape="esm2_t99")
+
+
+def test_classes_and_architecture_reach_the_model_and_survive_saving(tmp_path):
+    from kn_utils.model import class_names_of
+    from kn_utils.neurons import NeuronIndex
+
+    sizes = {"num_hidden_layers": 3, "hidden_size": 24, "num_attention_heads": 4, "intermediate_size": 48}
+    model, info = load_classifier("random", seed=0, classes=["cytoplasm", "membrane"], architecture=sizes)
+    assert model.config.num_labels == 2 and class_names_of(model) == ["cytoplasm", "membrane"]
+    assert NeuronIndex.of(model).size == 3 * 3 * 24 and "num_hidden_layers=3" in info.source
+    loaded, _ = load_finetuned(save_classifier(model, tmp_path / "m", info), attn_implementation="eager")
+    assert class_names_of(loaded) == ["cytoplasm", "membrane"]
+    with pytest.raises(ValueError, match="unknown key"):
+        load_classifier("random", architecture={"layers": 2})
+    with pytest.raises(ValueError, match="init='random'"):
+        load_classifier("auto", architecture=sizes)
+    with pytest.raises(ValueError, match="not a multiple"):
+        load_classifier("random", architecture={"hidden_size": 30, "num_attention_heads": 4})
+
+
+def test_a_six_class_model_saved_without_names_reads_as_the_ec_classes(tiny_model):
+    from kn_utils.model import class_names_of
+
+    assert class_names_of(tiny_model) == ["1", "2", "3", "4", "5", "6"]

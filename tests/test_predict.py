@@ -19,7 +19,7 @@ def test_predict_prints_class_and_probabilities(tmp_path, model_folder, capsys):
     fasta.write_text(">enzA first\nMKTAYIAKQRQISFVK\nSHFSRQ\n>enzB\nMNIFEMLRID\n")
     assert main(["predict", "--model", str(model_folder), str(fasta)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].split("\t")[:3] == ["record", "predicted_ec_class", "name"]
+    assert lines[0].split("\t")[:3] == ["record", "predicted_class", "name"]
     rows = [line.split("\t") for line in lines[1:]]
     assert [row[0] for row in rows] == ["enzA", "enzB"]
     for row in rows:
@@ -137,7 +137,7 @@ def test_evaluate_names_a_bad_label_table(tmp_path, model_folder, capsys):
     fasta, labels = _labelled(tmp_path)
     labels.write_text("id,ec_class\na,1\nb,3\nc,3\n")
     assert main(["evaluate", "--model", str(model_folder), str(fasta), str(labels)]) == 2
-    assert capsys.readouterr().err == f"error: {labels}: no label for record 'd' of {fasta}\n"
+    assert capsys.readouterr().err == f"error: {labels}: no label for record 'd' (line 7 of {fasta})\n"
 
 
 def test_predict_warns_of_repeated_ids_long_sequences_and_a_model_without_its_info_file(tmp_path, model_folder, capsys):
@@ -153,3 +153,27 @@ def test_predict_warns_of_repeated_ids_long_sequences_and_a_model_without_its_in
     (model_folder / INFO_FILE).unlink()
     assert main(["predict", "--model", str(model_folder), str(fasta)]) == 0
     assert f"WARNING: {model_folder} has no {INFO_FILE}" in capsys.readouterr().err
+
+
+def test_predict_and_evaluate_speak_the_class_names_a_model_was_trained_on(tmp_path, capsys):
+    import json
+
+    from kn_utils.model import load_classifier
+
+    model, info = load_classifier("random", seed=0, classes=["cytoplasm", "membrane"], attn_implementation="eager",
+                                  architecture={"num_hidden_layers": 1, "hidden_size": 16, "num_attention_heads": 4,
+                                                "intermediate_size": 32})
+    folder = save_classifier(model, tmp_path / "model", info, {"max_residues": 64})
+    fasta, labels = _labelled(tmp_path)
+    assert main(["predict", "--model", str(folder), str(fasta)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].split("\t") == ["record", "predicted_class", "name", "p_cytoplasm", "p_membrane"]
+    assert {line.split("\t")[1] for line in lines[1:]} <= {"cytoplasm", "membrane"}
+    labels.write_text("id,label\na,membrane\nb,cytoplasm\nc,membrane\nd,membrane\n")
+    assert main(["evaluate", "--model", str(folder), str(fasta), str(labels), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert list(report["per_class_recall"]) == ["cytoplasm", "membrane"]
+    assert np.array(report["confusion"]["matrix"]).sum(1).tolist() == [1, 3]
+    labels.write_text("id,label\na,nucleus\nb,cytoplasm\nc,membrane\nd,membrane\n")
+    assert main(["evaluate", "--model", str(folder), str(fasta), str(labels)]) == 2
+    assert "class(es) ['nucleus'] are not among the model's classes ['cytoplasm', 'membrane']" in capsys.readouterr().err

@@ -47,3 +47,20 @@ def test_a_later_stage_computed_before_the_model_it_describes_is_flagged():
     assert "earlier model" in stale[1] and "trained 8 epochs, against 12" in stale[1] and "2026-11-23" in stale[1]
     assert _stale_note(result("2026-12-03T23:00:00+00:00", 12), finetune) == []  # computed after the model: current
     assert _stale_note(result("2026-12-03T23:00:00+00:00", 12), None) == []  # no notebook 02 result to compare with
+
+
+def test_the_control_section_renders_the_planted_truth_answers_from_the_result_file(tmp_path):
+    import json
+
+    from kn_utils.report import render
+
+    record = {"init": "random", "model_source": "random-init:x", "accuracy": 0.97,
+              "sweep": [{"kept": "25%", "IG signed": 0.4, "activation": 0.3, "random mean": 0.29, "random sd": 0.03,
+                         "IG z vs random": 3.7}],
+              "summary": [{"question": "IG-kept submodels beat random by > 2 sd", "yes": 1, "of": 1, "counted over": "kept sizes"}]}
+    (tmp_path / "control").mkdir()
+    (tmp_path / "control" / "planted_truth.json").write_text(json.dumps(record))
+    text = render(tmp_path)
+    assert "### Positive control" in text and "test accuracy 0.9700" in text and "**random init**" in text
+    assert "| IG-kept submodels beat random by > 2 sd |     1 |    1 | kept sizes" in text
+    assert "completeness" not in text  # no IG result file published beside it: nothing said about it

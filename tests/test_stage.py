@@ -23,7 +23,7 @@ def _defaults(stage: str, **overrides) -> dict:
 def run(tmp_path, monkeypatch):
     monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path))
     folder = tmp_path / "t"
-    frame = pd.DataFrame({"id": list("abcd"), "ec_class": [1, 2, 1, 2], "label": [0, 1, 0, 1],
+    frame = pd.DataFrame({"id": list("abcd"), "class_name": ["1", "2", "1", "2"], "label": [0, 1, 0, 1],
                           "sequence": ["MKTAYIAKQR", "MNIFEMLRID", "GSHMSLFDKL", "MADQLTEEQI"], "length": [10] * 4,
                           "split": ["train", "train", "test", "test"], "accession": list("abcd")})
     data.save_dataset(frame, folder / "dataset.parquet")
@@ -88,3 +88,16 @@ def test_a_stage_refuses_outputs_written_from_other_weights(run, tiny_model, tin
     data.save_dataset(data.load_dataset(run / "dataset.parquet").iloc[::-1], run / "dataset.parquet")  # 01 re-ran
     with pytest.raises(RuntimeError, match=r"finetune.json: written from dataset \w{12}, but .*dataset.parquet holds"):
         open_stage("05_ablation", _defaults("05", profile="t")).result("finetune")
+
+
+def test_the_planted_truth_is_read_only_from_a_run_whose_notebook_01_planted_it(run):
+    stage = open_stage("01_data", _defaults("01", profile="t"))
+    with pytest.raises(FileNotFoundError, match="no planted truth .*synthetic=True"):
+        stage.planted_truth()
+    truth = pd.DataFrame({"id": ["c"], "kind": ["motif"], "motif": ["m"], "start": [1], "end": [4], "instance": ["KTA"]})
+    stage.save_table(truth, "planted")
+    stage.save_result("data", {})  # a later plain notebook 01: no planted motifs recorded
+    with pytest.raises(FileNotFoundError, match="left by an earlier run"):
+        open_stage("08_planted_truth", _defaults("08", profile="t")).planted_truth()
+    stage.save_result("data", {"planted_motifs": {"m": "K-T-A"}})
+    assert open_stage("08_planted_truth", _defaults("08", profile="t")).planted_truth().equals(truth)

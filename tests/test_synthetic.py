@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kn_utils.data import COLUMNS, class_names
 from kn_utils.synthetic import Motif, ResidueModel, default_spec, generate_task, motif_occurrences
 
 # a skewed background (L- and A-rich, with a strong L -> A transition), so that fitting it is a real check
@@ -32,8 +33,8 @@ def test_the_same_seed_gives_the_same_task_and_another_seed_another(background, 
 
 def test_the_table_has_notebook_01s_columns_and_six_classes(task):
     spec, table, _ = task
-    assert list(table.columns) == ["id", "ec_class", "label", "sequence", "length", "n_chains", "tagged_chains", "accession"]
-    assert table["id"].is_unique and (table["label"] == table["ec_class"] - 1).all()
+    assert list(table.columns) == COLUMNS and class_names(table) == list(spec.classes)
+    assert table["id"].is_unique and (table["class_name"].cat.codes == table["label"]).all()
     assert len(spec.classes) == 6 and sorted(table["label"].unique()) == list(range(6))
     assert table["length"].between(*spec.length).all()
 
