@@ -97,7 +97,7 @@ def main() -> None:
     rows += [extrapolate(rows, shape) for shape in EXTRAPOLATED]
     print(f"IG, fixed {args.steps}-node Gauss-Legendre, fp32, {args.examples} examples of up to {args.max_residues} "
           f"residues, max_tokens {args.max_tokens}, {rows[0]['threads']} threads; medians of {args.repeats}")
-    print(f"| shape | parameters | IG examples/s | vs 8M | peak memory (MiB) | |\n| --- | --- | --- | --- | --- | --- |")
+    print("| shape | parameters | IG examples/s | vs 8M | peak memory (MiB) | |\n| --- | --- | --- | --- | --- | --- |")
     for row in rows:
         print(f"| {row['shape'].split('/')[-1]} | {row['parameters'] / 1e6:,.0f}M | {row['examples_per_s']:.3f} | "
               f"{row['examples_per_s'] / rows[0]['examples_per_s']:.3f}x | {row['peak_rss_mib']:,.0f} | "

@@ -372,7 +372,9 @@ def headline(results: Path = REPO_ROOT / "results") -> str:
              **{column: f"{ours.loc[ours_rule, column]} / {paper.loc[rule, column]}" for column in paper.columns}}
             for rule, ours_rule in HEADLINE_RULES.items()]
     table = pd.DataFrame(rows).rename(columns={"100%": "all kept"})
-    return "\n".join(["Test accuracy when only a share of the 5,760 query/key/value neurons is kept, the rest zeroed "
+    ig = _load(results, "integrated_gradients")
+    neurons = f"{ig['n_neurons']:,}" if ig and "n_neurons" in ig else "the"
+    return "\n".join([f"Test accuracy when only a share of the {neurons} query/key/value neurons is kept, the rest zeroed "
                       "(**ours / the paper's**; ours random init, the paper's pretrained; random selection: mean ± sd over "
                       "seeds). Full tables and the controls: *Results* below.", "", table.to_markdown(index=False), "",
                       *_stale_note(ablation, finetune)]).strip()
