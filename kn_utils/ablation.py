@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .neurons import PROJECTIONS, NeuronIndex, gated
+from .neurons import NeuronIndex, gated
 from .stats import top_k
 
 METHODS = ("random", "activation", "ig_signed", "ig_absolute")
@@ -40,11 +40,11 @@ def select_random(size: int, keep_fraction: float, seed: int) -> np.ndarray:
 
 
 def select_matched(scores: np.ndarray, index: NeuronIndex, keep_fraction: float, direction: str = "high") -> np.ndarray:
-    """Like `select`, but the same number kept in each projection type (query/key/value), ranked within it."""
+    """Like `select`, but the same share kept in each block kind (query/key/value, ffn, head), ranked within it."""
     raise_if_bad_fraction(keep_fraction)
     table = index.table()
     kept = []
-    for projection in PROJECTIONS:
+    for projection in index.kinds:
         ids = table.index[table["projection"] == projection].to_numpy()
         kept.append(ids[select(np.asarray(scores)[ids], keep_fraction, direction)])
     return np.sort(np.concatenate(kept))
@@ -80,9 +80,11 @@ def submodel(model, kept: np.ndarray, ablation: str = "zero", means: np.ndarray 
         yield
 
 
-def plan_sweep(keep_fractions: list[float], random_seeds: int, curve_fractions: list[float] = ()) -> list[dict]:
+def plan_sweep(keep_fractions: list[float], random_seeds: int, curve_fractions: list[float] = (),
+               mean_ablation: bool = True) -> list[dict]:
     """The submodels of the study: random (several seeds), activation, IG signed/absolute by high and low score,
-    then the controls (per-projection matched sizes, mean ablation) and a finer curve. One dict per submodel."""
+    then the controls (per-kind matched sizes, mean ablation unless `mean_ablation` is off: attention heads have no
+    single mean output) and a finer curve. One dict per submodel."""
     plan = [{"method": "full", "direction": "-", "ablation": "none", "keep_fraction": 1.0, "seed": -1, "matched": False}]
     for fraction in keep_fractions:
         plan += [{"method": "random", "direction": "-", "ablation": "zero", "keep_fraction": fraction, "seed": seed, "matched": False}
@@ -92,7 +94,8 @@ def plan_sweep(keep_fractions: list[float], random_seeds: int, curve_fractions: 
         plan += [{"method": method, "direction": "high", "ablation": "zero", "keep_fraction": fraction, "seed": -1, "matched": True}
                  for method in ("activation", "ig_signed")]
         plan += [{"method": method, "direction": direction, "ablation": "mean", "keep_fraction": fraction, "seed": seed, "matched": False}
-                 for method, direction, seed in (("random", "-", 0), ("activation", "high", -1), ("ig_signed", "high", -1), ("ig_signed", "low", -1))]
+                 for method, direction, seed in (("random", "-", 0), ("activation", "high", -1), ("ig_signed", "high", -1), ("ig_signed", "low", -1))
+                 if mean_ablation]
     for fraction in curve_fractions:
         if fraction not in keep_fractions:
             plan += [{"method": method, "direction": direction, "ablation": "zero", "keep_fraction": fraction, "seed": seed, "matched": False}
@@ -230,7 +233,10 @@ def matched_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFra
 
 def mean_ablation_table(results: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
     """The mean-ablated submodels, one column per selection rule, kept fractions largest first."""
-    rows = results[results["ablation"] == "mean"].assign(rule=lambda frame: frame.apply(method_label, axis=1))
+    rows = results[results["ablation"] == "mean"]
+    if rows.empty:  # a sweep without mean ablation (attention heads)
+        return pd.DataFrame()
+    rows = rows.assign(rule=lambda frame: frame.apply(method_label, axis=1))
     return rows.pivot_table(index="keep_fraction", columns="rule", values=metric).sort_index(ascending=False)
 
 

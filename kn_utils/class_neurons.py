@@ -57,14 +57,16 @@ def shared_and_specific(sets: list[np.ndarray]) -> tuple[np.ndarray, list[np.nda
 
 
 def matched_random(ids: np.ndarray, index: NeuronIndex, seed: int) -> np.ndarray:
-    """A random set with as many neurons as `ids` in each (layer, projection) block, avoiding `ids` where it can."""
+    """A random set with as many neurons as `ids` in each (layer, kind) block, avoiding `ids` where it can."""
     rng = np.random.default_rng(seed)
-    blocks = np.asarray(ids) // index.units
+    ranges = index.block_ranges()
+    blocks = np.searchsorted([end for _, end in ranges], np.asarray(ids), side="right")
     drawn = []
     for block, count in zip(*np.unique(blocks, return_counts=True)):
-        candidates = np.setdiff1d(np.arange(block * index.units, (block + 1) * index.units), ids)
+        first, end = ranges[block]
+        candidates = np.setdiff1d(np.arange(first, end), ids)
         if len(candidates) < count:  # the set fills most of its block: draw from the whole block
-            candidates = np.arange(block * index.units, (block + 1) * index.units)
+            candidates = np.arange(first, end)
         drawn.append(rng.choice(candidates, size=count, replace=False))
     return np.sort(np.concatenate(drawn)) if drawn else np.array([], dtype=int)
 

@@ -7,30 +7,36 @@ import numpy as np
 import pandas as pd
 
 from .ablation import select, select_random
-from .neurons import PROJECTIONS, NeuronIndex, block_name
+from .neurons import NeuronIndex, block_name
 from .stats import holm, permutation_p_value
 
 
 def kept_grid(kept: np.ndarray, index: NeuronIndex, bin_width: int) -> np.ndarray:
-    """(layers x 3 projections, units / bin_width) fraction of kept neurons among each group of adjacent units."""
-    if index.units % bin_width:
-        raise ValueError(f"bin width {bin_width} does not divide the {index.units} units of a projection")
+    """(layers x block kinds, widest block / bin_width) fraction of kept neurons among each group of adjacent units;
+    a narrower block's row ends in NaN (a 320-unit key block beside a 1,280-unit ffn block)."""
+    uneven = sorted({width for width in index.widths if width % bin_width})
+    if uneven:
+        raise ValueError(f"bin width {bin_width} does not divide the {uneven} units of a block of family {index.family!r}")
     mask = np.zeros(index.size)
     mask[kept] = 1
-    return mask.reshape(index.n_layers * len(PROJECTIONS), index.units // bin_width, bin_width).mean(-1)
+    grid = np.full((len(index.widths), max(index.widths) // bin_width), np.nan)
+    for row, (first, end) in enumerate(index.block_ranges()):
+        grid[row, :(end - first) // bin_width] = mask[first:end].reshape(-1, bin_width).mean(-1)
+    return grid
 
 
 def kept_by_projection(kept: np.ndarray, index: NeuronIndex) -> dict[str, float]:
-    """Fraction of each projection type's neurons (all layers) that is kept."""
+    """Fraction of each block kind's neurons (all layers) that is kept."""
     projection = index.table()["projection"].to_numpy()
     mask = np.isin(np.arange(index.size), kept)
-    return {name: float(mask[projection == name].mean()) for name in PROJECTIONS}
+    return {name: float(mask[projection == name].mean()) for name in index.kinds}
 
 
 def kept_by_layer_projection(kept: np.ndarray, index: NeuronIndex) -> dict[str, float]:
-    """Fraction kept of every (layer, projection), keyed by block name ('L0.query', neurons.block_name)."""
-    mask = np.isin(np.arange(index.size), kept).reshape(index.n_layers, len(PROJECTIONS), index.units).mean(-1)
-    return {block_name(layer, name): float(mask[layer, p]) for layer in range(index.n_layers) for p, name in enumerate(PROJECTIONS)}
+    """Fraction kept of every (layer, kind) block, keyed by block name ('L0.query', neurons.block_name)."""
+    mask = np.isin(np.arange(index.size), kept)
+    names = [block_name(layer, kind) for layer in range(index.n_layers) for kind in index.kinds]
+    return {name: float(mask[first:end].mean()) for name, (first, end) in zip(names, index.block_ranges())}
 
 
 def value_least_statistic(fractions: dict[str, float]) -> float:
@@ -51,9 +57,9 @@ def permutation_test(kept: np.ndarray, index: NeuronIndex, statistic, permutatio
     """
     projection = index.table()["projection"].to_numpy()
     observed = statistic(kept_by_projection(kept, index))
-    totals = np.array([(projection == name).sum() for name in PROJECTIONS])
+    totals = np.array([(projection == name).sum() for name in index.kinds])
     draws = np.random.default_rng(seed).multivariate_hypergeometric(totals, len(kept), size=permutations)
-    null = np.array([statistic(dict(zip(PROJECTIONS, row / totals))) for row in draws])
+    null = np.array([statistic(dict(zip(index.kinds, row / totals))) for row in draws])
     return {"statistic": float(observed), "p_value": permutation_p_value(observed, null),
             "null_mean": float(null.mean()), "permutations": permutations}
 
@@ -93,7 +99,7 @@ def selections(scores: pd.DataFrame, size: int, sparsities: list[float], seed: i
 
 
 def projection_table(selections: dict[tuple[str, float], np.ndarray], index: NeuronIndex) -> pd.DataFrame:
-    """Kept fraction of each projection type, one row per (rule, sparsity, projection)."""
+    """Kept fraction of each block kind, one row per (rule, sparsity, projection: the kind)."""
     return pd.DataFrame([{"method": name, "sparsity": sparsity, "projection": projection, "fraction_kept": fraction}
                          for (name, sparsity), kept in selections.items()
                          for projection, fraction in kept_by_projection(kept, index).items()])
@@ -102,7 +108,10 @@ def projection_table(selections: dict[tuple[str, float], np.ndarray], index: Neu
 def claim_tests(selections: dict[tuple[str, float], np.ndarray], index: NeuronIndex, permutations: int,
                 seed: int = 0) -> pd.DataFrame:
     """Every claim (CLAIMS) tested on every non-random selection against random kept sets of its size, with
-    Holm-adjusted p-values over all of them (`p_holm`)."""
+    Holm-adjusted p-values over all of them (`p_holm`); none for a family without query/key/value units (the claims
+    are about them)."""
+    if not {"query", "key", "value"} <= set(index.kinds):
+        return pd.DataFrame(columns=["claim", "method", "sparsity", "statistic", "p_value", "null_mean", "permutations", "p_holm"])
     tests = pd.DataFrame([{"claim": claim, "method": name, "sparsity": sparsity,
                            **permutation_test(kept, index, statistic, permutations, seed)}
                           for claim, statistic in CLAIMS.items() for (name, sparsity), kept in selections.items()

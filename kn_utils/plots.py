@@ -103,15 +103,15 @@ def confusion_heatmap(matrix: np.ndarray, names: list[str]) -> plt.Figure:
 
 
 def scores_by_projection(table: pd.DataFrame, column: str, ylabel: str) -> plt.Figure:
-    """Box plot of one neuron score per layer, query/key/value side by side."""
-    from .neurons import PROJECTIONS
-
+    """Box plot of one neuron score per layer, the block kinds (query/key/value, ffn, head) side by side."""
     figure, axis = plt.subplots(figsize=(8, 3.5))
     layers = sorted(table["layer"].unique())
-    colours = {"query": "#1b9e77", "key": "#d95f02", "value": "#7570b3"}
-    for offset, projection in zip((-0.27, 0, 0.27), PROJECTIONS):
+    colours = {"query": "#1b9e77", "key": "#d95f02", "value": "#7570b3", "ffn": "#e7298a", "head": "#66a61e"}
+    kinds = list(dict.fromkeys(table["projection"]))
+    step = 0.8 / len(kinds)
+    for offset, projection in zip(np.arange(len(kinds)) * step - 0.4 + step / 2, kinds):
         values = [table.loc[(table["layer"] == layer) & (table["projection"] == projection), column] for layer in layers]
-        boxes = axis.boxplot(values, positions=np.array(layers) + offset, widths=0.22, patch_artist=True, showfliers=False)
+        boxes = axis.boxplot(values, positions=np.array(layers) + offset, widths=0.8 * step, patch_artist=True, showfliers=False)
         for box in boxes["boxes"]:
             box.set_facecolor(colours[projection])
         axis.plot([], [], color=colours[projection], linewidth=6, label=projection)
@@ -194,14 +194,15 @@ def accuracy_curve(results: pd.DataFrame, levels: dict[str, float], n_neurons: i
     return figure
 
 
-def kept_heatmaps(grids: dict[tuple[str, float], np.ndarray], n_layers: int, bin_width: int) -> plt.Figure:
-    """Figures 3-5: one panel per (method, sparsity); rows layer x {query, key, value}, cells fraction kept per unit group."""
-    from .neurons import PROJECTIONS, block_name
+def kept_heatmaps(grids: dict[tuple[str, float], np.ndarray], n_layers: int, bin_width: int,
+                  kinds: tuple[str, ...] = ("query", "key", "value")) -> plt.Figure:
+    """Figures 3-5: one panel per (method, sparsity); rows layer x block kind, cells fraction kept per unit group."""
+    from .neurons import block_name
 
     methods = list(dict.fromkeys(method for method, _ in grids))
     sparsities = list(dict.fromkeys(sparsity for _, sparsity in grids))
     figure, axes = plt.subplots(len(sparsities), len(methods), figsize=(3.2 * len(methods), 3.4 * len(sparsities)), squeeze=False)
-    labels = [block_name(layer, name) for layer in range(n_layers) for name in PROJECTIONS]
+    labels = [block_name(layer, name) for layer in range(n_layers) for name in kinds]
     for row, sparsity in enumerate(sparsities):
         for column, method in enumerate(methods):
             axis = axes[row, column]
@@ -215,12 +216,12 @@ def kept_heatmaps(grids: dict[tuple[str, float], np.ndarray], n_layers: int, bin
 
 
 def kept_by_projection_bars(table: pd.DataFrame) -> plt.Figure:
-    """Fraction kept per projection type, one panel per sparsity, bars per method."""
+    """Fraction kept per block kind (query/key/value, ffn, head), one panel per sparsity, bars per method."""
     sparsities = sorted(table["sparsity"].unique())
     figure, axes = plt.subplots(1, len(sparsities), figsize=(4 * len(sparsities), 3), squeeze=False)
     for axis, sparsity in zip(axes[0], sparsities):
         subset = table[table["sparsity"] == sparsity].pivot(index="method", columns="projection", values="fraction_kept")
-        subset[["query", "key", "value"]].plot.bar(ax=axis, legend=axis is axes[0][0])
+        subset[list(dict.fromkeys(table["projection"]))].plot.bar(ax=axis, legend=axis is axes[0][0])
         axis.axhline(1 - sparsity, color="black", linestyle=":", linewidth=1)
         axis.set_title(f"{sparsity:.0%} sparsity", fontsize=9)
         axis.set_xlabel("")

@@ -15,7 +15,7 @@ from .alphabet import CLS_ID, EOS_ID, PAD_ID, encode
 from .attention import attention_implementation
 from .inference import token_batches
 from .kernels import fused_gelu
-from .neurons import PROJECTIONS, NeuronIndex, recording
+from .neurons import NeuronIndex, recording
 
 
 def residue_positions(input_ids: torch.Tensor) -> torch.Tensor:
@@ -98,14 +98,19 @@ def median_class_variation(per_class: np.ndarray, mean: np.ndarray) -> float:
     return float(np.median(np.nanstd(per_class, axis=0) / mean))
 
 
+def kinds_of(table: pd.DataFrame) -> list[str]:
+    """The block kinds of a score table (query, key, value, ffn, head), in flat-id order."""
+    return list(dict.fromkeys(table["projection"]))
+
+
 def mean_by_projection(table: pd.DataFrame, column: str) -> dict[str, float]:
-    """Mean of a score column per projection type (all layers)."""
-    return {projection: float(table.loc[table["projection"] == projection, column].mean()) for projection in PROJECTIONS}
+    """Mean of a score column per block kind (all layers)."""
+    return {projection: float(table.loc[table["projection"] == projection, column].mean()) for projection in kinds_of(table)}
 
 
 def mean_by_block(table: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Mean of a score column per layer (rows) and projection (columns, query/key/value)."""
-    return table.groupby(["layer", "projection"])[column].mean().unstack()[list(PROJECTIONS)]
+    """Mean of a score column per layer (rows) and block kind (columns: query/key/value, ffn, head)."""
+    return table.groupby(["layer", "projection"])[column].mean().unstack()[kinds_of(table)]
 
 
 def top_rows(table: pd.DataFrame, column: str, count: int = 10) -> list[dict]:
@@ -117,4 +122,4 @@ def signed_share_by_projection(table: pd.DataFrame) -> pd.DataFrame:
     """Signed and absolute IG summed per projection type, with each type's share of the signed total."""
     summary = table.groupby("projection")[["ig_signed", "ig_absolute"]].sum()
     summary["share_of_signed_total"] = summary["ig_signed"] / summary["ig_signed"].sum()
-    return summary.loc[list(PROJECTIONS)]
+    return summary.loc[kinds_of(table)]

@@ -137,9 +137,17 @@ class Stage:
         return pd.read_parquet(path)
 
     def scores(self) -> pd.DataFrame:
-        """Notebook 04's neuron score table (activation, ig_signed, ig_absolute per neuron)."""
-        self.result("integrated_gradients")  # checks the weights and dataset it was written from
+        """Notebook 04's neuron score table (activation, ig_signed, ig_absolute per neuron), refused when it scored
+        another neuron family than this stage's."""
+        self.check_family("integrated_gradients", self.result("integrated_gradients"))  # and its weights and dataset
         return pd.read_parquet(self.run / "neuron_scores.parquet")
+
+    def check_family(self, stage: str, result: dict) -> None:
+        """Refuse an earlier stage's per-neuron output written for another neuron family than this stage's."""
+        written = result.get("provenance", {}).get("parameters", {}).get("family", "qkv")
+        if written != self.index.family:
+            raise RuntimeError(f"{self.run / (stage + '.json')}: written for neuron family {written!r}, but this stage "
+                               f"addresses {self.index.family!r}: give every stage the same `family` (a common setting)")
 
     def arrays(self, name: str) -> dict[str, np.ndarray]:
         """The arrays of an earlier stage's `name`.npz (activations, integrated_gradients), checked against the
@@ -147,7 +155,7 @@ class Stage:
         path = self.run / f"{name}.npz"
         if not path.exists():
             raise FileNotFoundError(f"{path}: not found; run the stage that writes it first")
-        self.result(name)
+        self.check_family(name, self.result(name))
         with np.load(path) as arrays:
             return dict(arrays)
 
@@ -168,12 +176,15 @@ class Stage:
 
     @cached_property
     def _loaded(self):
-        """The fine-tuned classifier of notebook 02 on `device`, with its ModelInfo; refused when its weights are not
-        the ones finetune.json records."""
+        """The fine-tuned classifier of notebook 02 on `device`, with its ModelInfo, its units those of the `family`
+        parameter (neurons.use_family; qkv when undeclared); refused when its weights are not the ones finetune.json
+        records."""
         from .model import load_finetuned
+        from .neurons import use_family
         from .training import weights_fingerprint
 
         model, info = load_finetuned(self.run / "model", self.device)
+        use_family(model, self.parameters.get("family", "qkv"))
         self.result("finetune")  # exists, and was written from the run's dataset
         if weights_fingerprint(model) != self.required_weights():
             raise RuntimeError(f"{self.run / 'model'}: holds other weights than notebook 02 recorded in finetune.json "

@@ -20,6 +20,7 @@
 
 # %% tags=["parameters"]
 profile = "quick"
+family = "qkv"          # units scored and ablated: qkv (the paper's) | ffn | heads, or a combination like qkv+ffn
 device = "auto"
 max_tokens = 16384      # tokens per forward pass
 
@@ -31,7 +32,8 @@ from kn_utils.stage import open_stage
 stage = open_stage("03_activations", globals())
 display(stage.banner())
 index = stage.index
-print(f"{index.n_layers} layers x 3 projections x {index.units} units = {index.size:,} neurons; {len(stage.test_set)} test sequences")
+print(f"{index.n_layers} layers x {index.layer_size:,} {index.family} units ({', '.join(index.kinds)}) = {index.size:,} "
+      f"neurons; {len(stage.test_set)} test sequences")
 
 # %%
 activations = scoring.activation_scores(stage.model, stage.sequences, stage.labels, stage.max_residues, max_tokens=max_tokens)

@@ -32,6 +32,7 @@
 
 # %% tags=["parameters"]
 profile = "quick"
+family = "qkv"          # units scored and ablated: qkv (the paper's) | ffn | heads, or a combination like qkv+ffn
 device = "auto"
 steps = 4                    # Gauss-Legendre nodes per panel
 rule = "gausslegendre"       # gausslegendre | riemann_trapezoid | riemann_middle | riemann_left | riemann_right

@@ -20,6 +20,7 @@
 
 # %% tags=["parameters"]
 profile = "quick"
+family = "qkv"          # units scored and ablated: qkv (the paper's) | ffn | heads, or a combination like qkv+ffn
 device = "auto"
 keep_fractions = [0.5, 0.25, 0.1, 0.01]
 random_seeds = 2
@@ -54,7 +55,7 @@ print(f"plain {speed['plain_sequences_per_s']:.0f} seq/s, submodel {speed['submo
 
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timing)
-plan = ablation.plan_sweep(keep_fractions, random_seeds, curve_fractions)
+plan = ablation.plan_sweep(keep_fractions, random_seeds, curve_fractions, mean_ablation="head" not in stage.index.kinds)
 results = ablation.run_sweep(stage.model, stage.sequences, stage.labels, plan, stage.scores(),
                              stage.arrays("activations")["mean_signed"], stage.max_residues, precision=stage.precision,
                              max_tokens=max_tokens)

@@ -20,6 +20,7 @@
 
 # %% tags=["parameters"]
 profile = "quick"
+family = "qkv"          # units scored and ablated: qkv (the paper's) | ffn | heads, or a combination like qkv+ffn
 sparsities = [0.5, 0.9, 0.99]
 bin_width = 16
 permutations = 2000
@@ -27,7 +28,7 @@ seed = 0
 
 # %%
 from IPython.display import display
-from kn_utils import heatmaps, neurons, plots
+from kn_utils import heatmaps, plots
 from kn_utils.stage import open_stage
 
 stage = open_stage("06_heatmaps", globals())
@@ -40,7 +41,7 @@ selections = heatmaps.selections(stage.scores(), index.size, sparsities, seed)
 
 # %% tags=["nbval-ignore-output"]
 grids = {key: heatmaps.kept_grid(kept, index, bin_width) for key, kept in selections.items()}
-stage.save_figure(plots.kept_heatmaps(grids, index.n_layers, bin_width), "06_kept_heatmaps");
+stage.save_figure(plots.kept_heatmaps(grids, index.n_layers, bin_width, index.kinds), "06_kept_heatmaps");
 
 # %% [markdown]
 # ## Kept fraction per projection type
@@ -48,7 +49,7 @@ stage.save_figure(plots.kept_heatmaps(grids, index.n_layers, bin_width), "06_kep
 # %% tags=["nbval-ignore-output"]
 by_projection = heatmaps.projection_table(selections, index)
 stage.save_figure(plots.kept_by_projection_bars(by_projection), "06_kept_by_projection")
-by_projection.pivot_table(index=["sparsity", "method"], columns="projection", values="fraction_kept")[list(neurons.PROJECTIONS)].round(3)
+by_projection.pivot_table(index=["sparsity", "method"], columns="projection", values="fraction_kept")[list(index.kinds)].round(3)
 
 # %% [markdown]
 # ## The paper's claims, tested

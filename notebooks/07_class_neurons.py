@@ -22,6 +22,7 @@
 
 # %% tags=["parameters"]
 profile = "quick"
+family = "qkv"          # units scored and ablated: qkv (the paper's) | ffn | heads, or a combination like qkv+ffn
 device = "auto"
 top_size = 20                     # knowledge neurons per EC class: highest mean signed IG over the class's test examples
 respond_top = 2                   # neurons per class whose activation peaks are examined

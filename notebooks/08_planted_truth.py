@@ -24,6 +24,7 @@
 
 # %% tags=["parameters"]
 profile = "control"
+family = "qkv"             # the units notebooks 03-07 scored (a common setting)
 seed = 0
 keep_fractions = [0.5, 0.25, 0.1, 0.01]   # the sizes of notebook 05's Table 1
 top_k = 10                 # a class's top neurons by mean signed IG (precision at k)
