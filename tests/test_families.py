@@ -36,39 +36,39 @@ def test_the_index_of_every_family_round_trips_and_keeps_the_qkv_ids(tiny_model)
     assert NeuronIndex.of(tiny_model).family == "ffn" and NeuronIndex.of(tiny_model, "qkv").size == 96
 
 
-def test_an_ffn_gate_at_zero_is_the_unit_removed_from_the_weights(tiny_model):
+def _remove_ffn_unit(model):
+    dense = model.esm.encoder.layer[1].intermediate.dense
+    dense.weight[5] = 0
+    dense.bias[5] = 0  # GELU(0) = 0: the unit is off
+
+
+def _remove_head(model):
+    model.esm.encoder.layer[0].attention.output.dense.weight[:, 8:12] = 0  # head 2 of 4, 4 dims each
+
+
+@pytest.mark.parametrize("family, unit, remove", [("ffn", (1, "ffn", 5), _remove_ffn_unit),
+                                                  ("heads", (0, "head", 2), _remove_head)])
+def test_a_gate_at_zero_is_the_unit_removed_from_the_weights(tiny_model, family, unit, remove):
     import copy
 
-    use_family(tiny_model, "ffn")
+    use_family(tiny_model, family)
     index = NeuronIndex.of(tiny_model)
     gates = torch.ones(index.size)
-    gates[index.flat(1, "ffn", 5)] = 0
+    gates[index.flat(*unit)] = 0
     with gated(tiny_model, gates):
         hooked = _logits(tiny_model)
     edited = copy.deepcopy(tiny_model)
-    dense = edited.esm.encoder.layer[1].intermediate.dense
     with torch.no_grad():
-        dense.weight[5] = 0
-        dense.bias[5] = 0  # GELU(0) = 0: the unit is off
+        remove(edited)
     torch.testing.assert_close(hooked, _logits(edited), rtol=0, atol=1e-6)
     assert not torch.allclose(hooked, _logits(tiny_model)) and hook_count(tiny_model) == 0
 
 
-def test_a_head_gate_at_zero_is_the_head_removed_from_the_output_projection(tiny_model):
-    import copy
-
+def test_mean_ablation_of_heads_is_refused(tiny_model):
     use_family(tiny_model, "heads")
-    index = NeuronIndex.of(tiny_model)
-    gates = torch.ones(index.size)
-    gates[index.flat(0, "head", 2)] = 0
-    with gated(tiny_model, gates):
-        hooked = _logits(tiny_model)
-    edited = copy.deepcopy(tiny_model)
-    with torch.no_grad():
-        edited.esm.encoder.layer[0].attention.output.dense.weight[:, 8:12] = 0  # head 2 of 4, 4 dims each
-    torch.testing.assert_close(hooked, _logits(edited), rtol=0, atol=1e-6)
+    size = NeuronIndex.of(tiny_model).size
     with pytest.raises(ValueError, match="mean ablation .* not defined for attention heads"):
-        with gated(tiny_model, gates, offsets=torch.zeros(index.size)):
+        with gated(tiny_model, torch.ones(size), offsets=torch.zeros(size)):
             pass
 
 
