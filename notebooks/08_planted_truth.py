@@ -56,6 +56,10 @@ verdicts = control.sweep_verdicts(pd.DataFrame(stage.result("ablation")["submode
 verdicts.round(4)
 
 # %% [markdown]
+# A selection keeps planted knowledge where it stands more than 2 random sd above the random sets; at the smallest kept
+# shares every selection falls toward chance, where methods cannot be told apart.
+
+# %% [markdown]
 # ## 2 · Are the top IG neurons of a class the ones that fire on its motif?
 # A neuron's motif response: over the test sequences of a motif class, its mean |activation| on the planted motif's
 # residues minus that on the sequence's other residues. A class's motif-responsive neurons are the top
@@ -114,6 +118,11 @@ print(f"never-planted patterns: {(never_planted['q_value'] < 0.05).sum()} of {le
 shuffled_power
 
 # %% [markdown]
+# Read the two power tables together: a class's own motif found about as often among neurons picked with shuffled
+# labels as among its own says the test sees motifs but not which class they serve; calls of never-planted patterns
+# are the test's false positives.
+
+# %% [markdown]
 # ## 4 · Does suppressing a class's neurons hurt that class?
 # Notebook 07's suppression (×0) of each class's top IG neurons, against random sets of the same make-up.
 
@@ -123,12 +132,20 @@ suppression = specificity[["own_class", "other_classes", "random_own_mean", "ran
 suppression.assign(supported=class_neurons.supported_rows(specificity)).round(4)
 
 # %% [markdown]
+# A class is `supported` when suppressing its neurons hurts its own examples more than the others' on average and
+# more than 2 random-control sd below the matched random sets.
+
+# %% [markdown]
 # ## What the control licenses
 # One row per question: the answer on this planted task.
 
 # %%
 summary = control.summary(verdicts, precision_k, power, shuffled_power, never_planted, specificity)
 summary
+
+# %% [markdown]
+# One seed's answers: docs/experiments.md ("Positive control") sets them beside a second training seed, and README
+# ("What the positive control licenses") says which held on both.
 
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timings)
