@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed  ## create .venv with kn_utils and its dependencies
 
 JOBS ?= 1
-study: install  ## every executed notebook from its source (notebooks/NN_name.py): the full and full-accession records (01-06 of each, then 07, which compares them), published, then the quick copies nbval checks; JOBS=2 runs the two profiles side by side
+study: install  ## every executed notebook from its source (notebooks/NN_name.py): the full and full-accession records (01-06 of each, then 07, which compares them) and the positive control, published, then the quick copies nbval checks; JOBS=2 runs two profiles side by side
 	$(PY) -m kn_utils study --jobs $(JOBS) --publish
 	$(MAKE) notebooks
 

@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "YAML_VALUE"), default=[],
                      help="override one notebook parameter")
     study = commands.add_parser("study", help="run the whole study: every profile phase by phase (notebook 07 compares them)")
-    study.add_argument("--profiles", nargs="+", default=None, help="profiles of the study (default: full full-accession)")
+    study.add_argument("--profiles", nargs="+", default=None, help="profiles of the study (default: full full-accession control)")
     study.add_argument("--jobs", type=int, default=1, help="profiles run side by side, sharing the CPU cores (default 1)")
     study.add_argument("--publish", action="store_true", help="then publish every profile into the repository")
     study.add_argument("--rerun", action="store_true", help="run every stage, also those whose stamp says they are up to date")

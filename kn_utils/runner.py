@@ -212,7 +212,8 @@ def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
     return copied
 
 
-STUDY_PROFILES = ("full", "full-accession")  # the record and its homology-aware re-run; each notebook 07 compares the two
+# the record, its homology-aware re-run (each notebook 07 compares the two) and the positive control (about 4 min)
+STUDY_PROFILES = ("full", "full-accession", "control")
 
 
 def study_phases(profiles: tuple[str, ...] | list[str]) -> list[tuple[str | None, str | None]]:

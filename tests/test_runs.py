@@ -153,6 +153,10 @@ def test_report_says_when_the_warm_start_was_reused_from_its_checkpoint():
 
 def test_the_study_runs_every_profile_up_to_the_comparing_stage_first():
     assert study_phases(["full", "full-accession"]) == [(None, "06"), ("07", None)]
+    from kn_utils.runner import STUDY_PROFILES
+
+    assert "control" in STUDY_PROFILES and study_phases(STUDY_PROFILES) == [(None, "06"), ("07", None)]
+    assert [notebook.name[:2] for notebook, _ in stage_parameters("control", "07")] == ["07", "08"]  # its opt-in 08 too
     assert study_phases(["full"]) == [(None, None)]  # its comparison run is not part of this study: one phase
     assert study_phases(["quick"]) == [(None, None)]
 
