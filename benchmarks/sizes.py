@@ -68,7 +68,7 @@ def extrapolate(rows: list[dict], shape: str) -> dict:
     weights_mib = 2 * 4 * largest["parameters"] / 2**20
     activation_per_width = (largest["peak_rss_mib"] - weights_mib) / (layers * (hidden + ffn))
     layers, hidden, _, ffn = ESM2_SHAPES[shape]
-    parameters = layers * (4 * hidden * hidden + 2 * hidden * ffn) + 33 * hidden  # encoder + embeddings
+    parameters = core_parameters(shape) + 33 * hidden  # encoder + embeddings
     return {"shape": shape, "examples_per_s": float(np.exp(intercept + slope * np.log(core_parameters(shape)))),
             "peak_rss_mib": 2 * 4 * parameters / 2**20 + activation_per_width * layers * (hidden + ffn),
             "parameters": parameters, "extrapolated": True, "time_exponent": float(slope)}

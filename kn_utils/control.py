@@ -74,17 +74,17 @@ def precision_table(attributions: np.ndarray, labels: np.ndarray, responses: dic
     rng = np.random.default_rng(seed)
     num_classes = len(classes)
     observed = class_means(attributions, labels, num_classes)
+    responsive = {label: top_k(response, responsive_count) for label, response in responses.items()}
     null = {label: np.zeros(permutations) for label in responses}
     for draw in range(permutations):
         shuffled = class_means(attributions, rng.permutation(labels), num_classes)
-        for label, response in responses.items():
-            null[label][draw] = precision_at_k(top_k(shuffled[label], k), top_k(response, responsive_count))
+        for label in responses:
+            null[label][draw] = precision_at_k(top_k(shuffled[label], k), responsive[label])
     rows = []
-    for label, response in responses.items():
-        responsive = top_k(response, responsive_count)
-        row = {"class": classes[label], "IG precision@k": precision_at_k(top_k(observed[label], k), responsive)}
+    for label in responses:
+        row = {"class": classes[label], "IG precision@k": precision_at_k(top_k(observed[label], k), responsive[label])}
         for name, scores in (method_scores or {}).items():
-            row[f"{name} precision@k"] = precision_at_k(top_k(scores[label], k), responsive)
+            row[f"{name} precision@k"] = precision_at_k(top_k(scores[label], k), responsive[label])
         row.update({"shuffled labels mean": null[label].mean(), "shuffled labels p95": np.quantile(null[label], 0.95),
                     "p_value": permutation_p_value(row["IG precision@k"], null[label]),
                     "chance": responsive_count / attributions.shape[1]})

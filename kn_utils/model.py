@@ -170,10 +170,16 @@ def esm2_config(num_labels: int = 6, shape: str = HUB_ID, classes: list[str] | N
     if settings["hidden_size"] % settings["num_attention_heads"]:
         raise ValueError(f"hidden_size {settings['hidden_size']} is not a multiple of num_attention_heads "
                          f"{settings['num_attention_heads']}")
-    if classes is not None:
-        settings.update(num_labels=len(classes), id2label=dict(enumerate(classes)),
-                        label2id={name: label for label, name in enumerate(classes)})
+    settings.update(head_labels(classes))
     return EsmConfig(**settings)
+
+
+def head_labels(classes: list[str] | None) -> dict:
+    """The config fields that name a head's classes (num_labels, id2label, label2id); none without `classes`."""
+    if classes is None:
+        return {}
+    return {"num_labels": len(classes), "id2label": dict(enumerate(classes)),
+            "label2id": {name: label for label, name in enumerate(classes)}}
 
 
 def class_names_of(model) -> list[str]:
@@ -214,8 +220,6 @@ def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed
         raise ValueError(f"architecture: unknown key(s) {unknown}; use {list(ARCHITECTURE_KEYS)}")
     if architecture and init != "random":
         raise ValueError("architecture overrides the shape of randomly initialised weights only; set init='random'")
-    names = {} if classes is None else {"num_labels": len(classes), "id2label": dict(enumerate(classes)),
-                                        "label2id": {name: label for label, name in enumerate(classes)}}
     if init not in {"auto", "pretrained", "random"}:
         raise ValueError(f"init must be 'auto', 'pretrained' or 'random', not {init!r}")
     if init in {"auto", "pretrained"}:
@@ -223,7 +227,7 @@ def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # the new head is initialised reproducibly too
                 model = EsmClassifier.from_pretrained(
-                    str(source), **({"num_labels": num_labels} | names), attn_implementation=attn_implementation
+                    str(source), **({"num_labels": num_labels} | head_labels(classes)), attn_implementation=attn_implementation
                 )
             set_pooling(model, resolve_pooling(pooling, "pretrained"))
             return model, ModelInfo("pretrained", str(source), seed, pooling=pooling_of(model))
