@@ -2,28 +2,39 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# MMseqs2 (the identity split) comes from Debian's packages: as root, else through sudo.
+SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The offline mirror of the upstream data files, when one sits beside the repository (as in CI).
 KN_MIRROR ?= $(abspath $(wildcard ../shared/mirror))
 export KN_MIRROR
 
-.PHONY: install study homology quick test unit notebooks nbval-update benchmarks clean-runs
+.PHONY: install study homology splits quick test unit notebooks nbval-update benchmarks clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[test]"
+	command -v mmseqs >/dev/null || $(SUDO) apt-get install -y -q mmseqs2 >/dev/null \
+		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q mmseqs2 >/dev/null; } \
+		|| { echo "MMseqs2 (mmseqs) is needed by the identity split: apt-get install mmseqs2, or conda install -c bioconda mmseqs2"; exit 1; }
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with kn_utils and its dependencies
 
 JOBS ?= 1
-study: install  ## every executed notebook from its source (notebooks/NN_name.py): the full and full-accession records (01-06 of each, then 07, which compares them) and the positive control, published, then the quick copies nbval checks; JOBS=2 runs two profiles side by side
+study: install  ## every executed notebook from its source (notebooks/NN_name.py): the full and full-accession records (01-06 of each, then 07, which compares them), the positive control and the ffn family on the full model (full-ffn), published, then the quick copies nbval checks; JOBS=2 runs two profiles side by side
 	$(PY) -m kn_utils study --jobs $(JOBS) --publish
+	$(PY) -m kn_utils run --profile full-ffn --publish
 	$(MAKE) notebooks
 
 homology: install  ## the homology-aware re-run (split by UniProt accession), then notebook 07 of the full run again to compare
 	$(PY) -m kn_utils run --profile full-accession --publish
+	$(PY) -m kn_utils run --profile full --from 07 --publish
+
+splits: install  ## notebooks 01-02 with the identity splits (MMseqs2 clusters at 50 % and 30 %), then notebook 07 of full, which tabulates every split
+	$(PY) -m kn_utils run --profile full-identity50 --to 02 --publish
+	$(PY) -m kn_utils run --profile full-identity30 --to 02 --publish
 	$(PY) -m kn_utils run --profile full --from 07 --publish
 
 quick: install  ## run the notebooks on the quick profile (runs/quick/)

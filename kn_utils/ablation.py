@@ -248,3 +248,32 @@ def full_accuracy(results: pd.DataFrame, metric: str = "accuracy") -> float:
 def sweep_records(results: pd.DataFrame) -> list[dict]:
     """The sweep as result-file rows (a random set's seed, None for the ranked rules)."""
     return results.assign(seed=results["seed"].where(results["seed"] >= 0, None)).to_dict("records")
+
+
+FAMILY_RULES = (("ig_signed", "IG signed"), ("activation", "activation"))  # high scores kept, as Table 1's main rows
+
+
+def family_comparison(sweeps: dict[str, pd.DataFrame], keep_fractions: list[float], metric: str = "accuracy") -> pd.DataFrame:
+    """Sweeps of several neuron families on one model side by side: per family and kept fraction, the accuracy kept by
+    IG signed and activation (high), random's mean and sd over seeds, and whether each rule beats random by > 2 sd."""
+    rows = []
+    for family, results in sweeps.items():
+        plain = plain_zero(results)
+        random = plain[plain["method"] == "random"].groupby("keep_fraction")[metric].agg(["mean", "std"])
+        for fraction in keep_fractions:
+            row = {"family": family, "kept": fraction, "random_mean": random.loc[fraction, "mean"],
+                   "random_sd": random.loc[fraction, "std"]}
+            for method, label in FAMILY_RULES:
+                value = plain.loc[(plain["method"] == method) & (plain["direction"] == "high")
+                                  & (plain["keep_fraction"] == fraction), metric].iloc[0]
+                row[label] = value
+                row[f"{label} beats random"] = bool(value > row["random_mean"] + 2 * row["random_sd"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def family_winners(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Per kept fraction and rule (IG signed, activation, random mean): the family that keeps the most accuracy."""
+    columns = [label for _, label in FAMILY_RULES] + ["random_mean"]
+    wide = comparison.pivot_table(index="kept", columns="family", values=columns)
+    return pd.DataFrame({column: wide[column].idxmax(axis=1) for column in columns}).sort_index(ascending=False)

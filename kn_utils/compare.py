@@ -72,6 +72,29 @@ def run_available(run: str | Path) -> bool:
         (run / name).exists() for name in ("neuron_scores.parquet", "dataset.parquet"))
 
 
+def split_label(parameters: dict) -> str:
+    """How a run's notebook 01 split its data, as tables name it: `random`, `accession` or `identity 30%`."""
+    split = parameters.get("split")
+    return f"identity {parameters['split_identity']:.0%}" if split == "identity" else split
+
+
+def trained(run: str | Path) -> bool:
+    """True when a run holds what `headline` reads: notebooks 01-02's result files and dataset."""
+    return all((Path(run) / name).exists() for name in ("data.json", "finetune.json", "dataset.parquet"))
+
+
+def split_runs(run: Path, profile: str, others: list[str | None]) -> dict[str, Path]:
+    """{profile: run} and every other named profile's run that has finished notebooks 01-02, in the order named:
+    the runs whose splits `headline` sets side by side (random, accession, identity 50 %, identity 30 %)."""
+    from .runs import runs_root
+
+    runs = {profile: Path(run)}
+    for other in others:
+        if other and other not in runs and trained(runs_root() / other):
+            runs[other] = runs_root() / other
+    return runs
+
+
 def headline(runs: dict[str, Path]) -> pd.DataFrame:
     """Test sizes, the fine-tuned model's accuracy metrics and the k-mer nearest-neighbour yardstick per run, one column per run."""
     rows = {}
@@ -80,7 +103,7 @@ def headline(runs: dict[str, Path]) -> pd.DataFrame:
         dataset = pd.read_parquet(run / "dataset.parquet")
         yardstick = kmer_neighbour_baseline(dataset[dataset["split"] == "train"], dataset[dataset["split"] == "test"],
                                             data["max_residues"])
-        rows[name] = {"split": data["provenance"]["parameters"].get("split"), "n_train": finetune["n_train"],
+        rows[name] = {"split": split_label(data["provenance"]["parameters"]), "n_train": finetune["n_train"],
                       "n_test": finetune["n_test"], "accuracy": finetune["accuracy"],
                       "balanced_accuracy": finetune["balanced_accuracy"], "macro_f1": finetune["macro_f1"],
                       "majority_baseline": finetune["majority_baseline"], **yardstick}

@@ -379,11 +379,15 @@ def cap_per_class(frame: pd.DataFrame, max_per_class: int | None, seed: int) -> 
     return pd.concat(keep).sort_values("id", ignore_index=True)
 
 
+GROUPS = {"accession": "accession", "identity": "cluster"}  # grouped splits: the column whose groups stay on one side
+
+
 def split_dataset(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0, strategy: str = "random") -> pd.DataFrame:
     """Add a `split` column (train/test), stratified by class and seeded.
 
     `random` splits records; `accession` keeps every record of one UniProt accession on the same side
-    (stratified group split), so that test proteins are not the training proteins again.
+    (stratified group split), so that test proteins are not the training proteins again; `identity` does the same
+    for the sequence-identity clusters of a `cluster` column (clusters.with_clusters, MMseqs2).
     """
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
@@ -395,15 +399,17 @@ def split_dataset(frame: pd.DataFrame, test_fraction: float = 0.2, seed: int = 0
     frame = frame.copy()
     if strategy == "random":
         _, test_index = train_test_split(np.arange(len(frame)), test_size=test_fraction, stratify=frame["label"], random_state=seed)
-    elif strategy == "accession":
+    elif strategy in GROUPS:
+        if GROUPS[strategy] not in frame:
+            raise ValueError(f"the {strategy} split needs a {GROUPS[strategy]!r} column (clusters.with_clusters adds it)")
         n_folds = round(1 / test_fraction)  # the held-out side is one of n stratified group folds: a share of 1/n
         if abs(1 / n_folds - test_fraction) > 0.01:
-            raise ValueError(f"the accession split holds out one fold in n, 1/n of the records; {test_fraction!r} is not "
+            raise ValueError(f"the {strategy} split holds out one fold in n, 1/n of the records; {test_fraction!r} is not "
                              f"within 0.01 of any 1/n (nearest: 1/{n_folds} = {1 / n_folds:.3f})")
         folds = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-        _, test_index = next(folds.split(frame, frame["label"], groups=frame["accession"]))
+        _, test_index = next(folds.split(frame, frame["label"], groups=frame[GROUPS[strategy]]))
     else:
-        raise ValueError(f"unknown split strategy {strategy!r}; use 'random' or 'accession'")
+        raise ValueError(f"unknown split strategy {strategy!r}; use 'random', 'accession' or 'identity'")
     frame["split"] = "train"
     frame.loc[frame.index[test_index], "split"] = "test"
     return frame

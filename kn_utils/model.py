@@ -244,10 +244,15 @@ def load_classifier(init: str = "auto", source: str | os.PathLike = HUB_ID, seed
     return model, ModelInfo("random", f"random-init:{shape}-architecture(std={init_std}{sizes})", seed, pooling=pooling_of(model))
 
 
-def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLike, info: ModelInfo, extra: dict | None = None) -> Path:
-    """`save_pretrained` into a temporary folder, then rename, with the model's provenance in kn_model_info.json."""
+def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLike, info: ModelInfo, extra: dict | None = None,
+                    card: dict | None = None) -> Path:
+    """`save_pretrained` into a temporary folder, then rename, with the model's provenance in kn_model_info.json and a
+    model card (README.md, model_card.model_card) from `card`'s `data` and `metrics` (either may be absent)."""
     import shutil
     import tempfile
+
+    from .model_card import CARD_FILE, model_card
+    from .training import weights_fingerprint
 
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -256,6 +261,8 @@ def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLi
         model.save_pretrained(temporary)
         (temporary / "vocab.txt").write_text("\n".join(ESM2_VOCAB) + "\n")
         (temporary / INFO_FILE).write_text(json.dumps({**info.as_dict(), **(extra or {})}, indent=2) + "\n")
+        (temporary / CARD_FILE).write_text(model_card(info.as_dict(), class_names_of(model), (extra or {}).get("max_residues"),
+                                                      **(card or {}), weights_sha256=weights_fingerprint(model)))
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(temporary, folder)

@@ -293,6 +293,11 @@ def _class_neurons_section(record: dict) -> list[str]:
             overlap = pd.DataFrame(comparison["selection_overlap"])
             lines += ["Kept neuron sets of the two runs: Jaccard overlap (random expectation beside it) and the fraction "
                       "of each projection type kept in each run:", "", overlap.round(3).to_markdown(index=False), ""]
+    if record.get("splits"):
+        splits = pd.DataFrame(record["splits"])
+        lines += ["Every split that has been run (notebooks 01–02 of each; identity: MMseqs2 clusters at that identity "
+                  "over 80 % of both chains kept on one side): test accuracy beside the model-free 3-mer yardstick:", "",
+                  splits.map(lambda value: f"{value:.4f}" if isinstance(value, float) else value).to_markdown(), ""]
     return lines
 
 
@@ -306,6 +311,44 @@ def _other_run_answers(results: Path, profile: str) -> list[str]:
     tests = pd.DataFrame(heatmaps["tests"])
     return [f"The same answers in the `{profile}` run:", "",
             *_ablation_answers(_submodels(ablation), ablation["provenance"]["parameters"]["keep_fractions"]), *_claim_answers(tests), ""]
+
+
+def _family(result: dict) -> str:
+    """The neuron family a stage's result file was written for (qkv before families existed)."""
+    return result["provenance"]["parameters"].get("family", "qkv")
+
+
+def _families_section(results: Path, ablation: dict) -> list[str]:
+    """README lines setting the record's sweep beside each published run of another neuron family (results/<profile>/
+    with a `family` other than the record's) on the same weights; a run of other weights is named, not compared."""
+    from .ablation import family_comparison, family_winners
+
+    others = {folder.name: result for folder in sorted(results.iterdir()) if folder.is_dir()
+              and (result := _load(folder, "ablation")) and _family(result) != _family(ablation)}
+    if not others:
+        return []
+    weights = ablation["provenance"]["inputs"].get("weights_sha256")
+    lines = ["### Neuron families on one model (notebook 05 of each)"]
+    sweeps = {_family(ablation): _submodels(ablation)}
+    for profile, result in others.items():
+        if result["provenance"]["inputs"].get("weights_sha256") != weights:
+            lines += [f"`results/{profile}/` was written from other weights than this record's; not compared.", ""]
+        else:
+            sweeps[_family(result)] = _submodels(result)
+    if len(sweeps) < 2:
+        return lines
+    fractions = ablation["provenance"]["parameters"]["keep_fractions"]
+    table = family_comparison(sweeps, fractions)
+    shown = table.assign(kept=table["kept"].map("{:.0%}".format),
+                         random=table["random_mean"].map("{:.4f}".format) + " ± " + table["random_sd"].map("{:.4f}".format))
+    lines += ["Test accuracy kept at equal fractions of each family's units (the rest zeroed; random: mean ± sd over "
+              "seeds; beats random: above its mean by more than 2 sd), "
+              + ", ".join(f"{family}: {int(sweep.loc[sweep['method'] == 'full', 'n_kept'].iloc[0]):,} units"
+                          for family, sweep in sweeps.items()) + ":", "",
+              shown.drop(columns=["random_mean", "random_sd"]).round(4).to_markdown(index=False), "",
+              "The family that keeps more accuracy, per rule and kept fraction:", "",
+              family_winners(table).rename(index="{:.0%}".format).to_markdown(), ""]
+    return lines
 
 
 def _control_section(record: dict, ig: dict | None) -> list[str]:
@@ -343,6 +386,7 @@ def render(results: Path = REPO_ROOT / "results") -> str:
         lines += _flagged(_scores_section(activations, ig), activations or ig, finetune)
     if ablation:
         lines += _flagged(_ablation_section(ablation), ablation, finetune)
+        lines += _families_section(results, ablation)
     if heatmaps:
         lines += _flagged(_heatmaps_section(heatmaps), heatmaps, finetune)
     if class_neurons:

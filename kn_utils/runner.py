@@ -9,9 +9,9 @@ from pathlib import Path
 
 from .provenance import REPO_ROOT
 from .sources import MIRROR_ENV
-from .runs import (RUNS_ENV, SOURCES_DIR, clear_stamp, declared_parameters, load_profile, notebook_node, notebook_parameters,
-                   run_dir, run_files, runs_root, stage_is_current, stage_key, stamp_path, unfinished_inputs, write_stamp,
-                   written_files)
+from .runs import (RUNS_ENV, SHARED_STAGES, SOURCES_DIR, TOP_LEVEL, broken_outputs, clear_stamp, declared_parameters,
+                   load_profile, notebook_node, notebook_parameters, read_stamp, run_dir, run_files, runs_root, source_of,
+                   stage_is_current, stage_key, stamp_path, unfinished_inputs, write_stamp, written_files)
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # the kernels' working folder, and where the record's executed notebooks live
 PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
@@ -116,7 +116,7 @@ def profile_typos(profile: str | os.PathLike, declared_by: dict[Path, dict]) -> 
     every stage notebook's parameters, as papermill reads them): typos, which would otherwise change nothing without
     a word (`02_fintune:`, `sed: 1`)."""
     spec = load_profile(profile)
-    sections = sorted(set(spec) - {"common"} - {notebook.stem for notebook in declared_by})
+    sections = sorted(set(spec) - {"common", *TOP_LEVEL} - {notebook.stem for notebook in declared_by})
     declared = {"profile"}.union(*declared_by.values())
     return sections, sorted(set(spec.get("common") or {}) - declared)
 
@@ -158,6 +158,12 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
             os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
     plan = stage_parameters(profile, first, last, overrides)
     run = run_dir(profile_name)
+    source = load_profile(profile).get("model_from")
+    if source:  # the dataset and model come from the source run (brought up to date there first, when in the range)
+        if any(notebook.name[:2] in SHARED_STAGES for notebook, _ in plan):
+            run_profile(source, last=SHARED_STAGES[-1], log_output=log_output)
+        share_stages(run_dir(source), run)
+        plan = [(notebook, parameters) for notebook, parameters in plan if notebook.name[:2] not in SHARED_STAGES]
     output_dir = Path(output_dir) if output_dir else run / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = []
@@ -168,8 +174,8 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         if mismatches:
             raise RuntimeError(f"{notebook.name}: " + "; ".join(mismatches) + ". The dataset was rebuilt after the stages "
                                "that read it: run again from the stage that wrote the stale file (01 or 02)")
-        compared = parameters.get("compare_profile")
-        key = stage_key(run, notebook, parameters, (runs_root() / compared,) if compared else ())
+        compared = [parameters.get("compare_profile"), *parameters.get("split_profiles", [])]
+        key = stage_key(run, notebook, parameters, tuple(runs_root() / other for other in compared if other))
         if not rerun and stage_is_current(run, notebook, key, target):
             print(f"[{profile_name}] {notebook.name} up to date ({stamp_path(run, notebook)}), skipped", flush=True)
             executed.append(target)
@@ -187,6 +193,32 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         print(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s", flush=True)
         executed.append(target)
     return executed
+
+
+def share_stages(source: Path, run: Path) -> list[str]:
+    """Bring stages 01-02 of run `source` (their stamps and every output they vouch for) into `run`, where they differ:
+    `run`'s later stages then read the same dataset and weights, and their stage keys include the same stamps."""
+    copied = []
+    for stage in SHARED_STAGES:
+        notebook = source_of(stage)
+        stamp = read_stamp(source, notebook)
+        if stamp is None or broken_outputs(source, stamp):
+            raise RuntimeError(f"{source}: stage {stage} has not finished there; nothing to share")
+        if read_stamp(run, notebook) == stamp and not broken_outputs(run, stamp):
+            continue
+        clear_stamp(run, notebook)
+        for name in stamp["outputs"]:
+            target = run / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.unlink(missing_ok=True)
+            try:
+                os.link(source / name, target)  # no second copy of checkpoints and weights
+            except OSError:
+                shutil.copy2(source / name, target)
+            copied.append(name)
+        stamp_path(run, notebook).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(stamp_path(source, notebook), stamp_path(run, notebook))
+    return copied
 
 
 def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:

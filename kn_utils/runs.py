@@ -31,6 +31,8 @@ PRESENTATION_MODULES = ("plots", "report")
 STAGE_READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "02", "03"), "05": ("01", "02", "03", "04"),
                "06": ("02", "04"), "07": ("01", "02", "04", "05"), "08": ("01", "02", "03", "04", "05", "07")}
 RUNS_ENV = "KN_RUNS_DIR"
+TOP_LEVEL = ("extends", "model_from")  # a profile's keys that name another profile, not a section of parameters
+SHARED_STAGES = ("01", "02")  # what a `model_from` profile takes from its source run: the dataset and the model
 
 
 class _Loader(yaml.SafeLoader):
@@ -62,7 +64,8 @@ def load_profile(profile: str | os.PathLike) -> dict:
     """A profile YAML: `common` parameters plus one section per notebook stem; a profile name or a file path.
 
     `extends: other` starts from profile `other` (a file beside this one, else the study's profiles/other.yaml) and
-    overrides it section by section, key by key.
+    overrides it section by section, key by key. `model_from: other` (kept as a top-level key) takes stages 01-02,
+    the dataset and the fine-tuned model, from run `other` (runner.share_stages): one model, another neuron family.
     """
     path = Path(profile)
     if not path.suffix:
@@ -79,7 +82,7 @@ def load_profile(profile: str | os.PathLike) -> dict:
     base = path.parent / f"{base_name}.yaml"
     merged = load_profile(base if base.exists() else base_name)  # beside it, else one of the study's profiles
     for section, values in spec.items():
-        merged[section] = {**(merged.get(section) or {}), **(values or {})}
+        merged[section] = values if section in TOP_LEVEL else {**(merged.get(section) or {}), **(values or {})}
     return merged
 
 
@@ -96,7 +99,9 @@ def _profile_spec(path: Path) -> dict:
     if not isinstance(spec, dict):
         raise ValueError(f"{path}: a profile is a mapping of sections (common:, 01_data:, ...), not a {type(spec).__name__}")
     for section, values in spec.items():
-        if section != "extends" and values is not None and not isinstance(values, dict):
+        if section in TOP_LEVEL and not isinstance(values, str):
+            raise ValueError(f"{path}: {section!r} names a profile; found {values!r}")
+        if section not in TOP_LEVEL and values is not None and not isinstance(values, dict):
             raise ValueError(f"{path}: section {section!r} must map parameter names to values; found {values!r}")
     return spec
 

@@ -115,7 +115,7 @@ class Stage:
 
     @cached_property
     def split(self) -> str:
-        """How notebook 01 split the data: random or accession."""
+        """How notebook 01 split the data: random, accession or identity."""
         return self.result("data")["provenance"]["parameters"]["split"]
 
     @cached_property
@@ -124,6 +124,21 @@ class Stage:
         if "max_residues" in self.parameters:
             return self.parameters["max_residues"]
         return self.result("finetune")["provenance"]["parameters"]["max_residues"]
+
+    def data_facts(self) -> dict:
+        """What a model card says of the run's data (model_card.data_section): source, split, seed, sizes, checksum."""
+        data = self.result("data")
+        recorded = data["provenance"]["parameters"]
+        if recorded.get("fasta"):
+            source = f"`{recorded['fasta']}` labelled by `{recorded['labels']}`"
+        elif "planted_motifs" in data:
+            source = "the positive control's synthetic task with planted motifs (kn_utils.synthetic)"
+        else:
+            source = ("PDB SEQRES protein chains (pdb_seqres.txt.gz) labelled with their top-level EC class by SIFTS "
+                      "(pdb_chain_enzyme.tsv.gz)")
+        return {"source": source, "split": recorded["split"], "split_identity": recorded.get("split_identity"),
+                "seed": recorded["seed"], "n_train": data["n_train"], "n_test": data["n_test"],
+                "dataset_sha256": self.dataset_sha256}
 
     def planted_truth(self) -> pd.DataFrame:
         """The positive control's planted truth (notebook 01 with `synthetic`): motif, decoy and label-noise rows."""

@@ -26,7 +26,8 @@ seed = 0
 mirror = None           # folder holding the two upstream files; None: $KN_MIRROR, data/raw, or download
 fasta = None            # your own data instead of the PDB's: a FASTA file (optionally gzipped) ...
 labels = None           # ... and a CSV/TSV with columns id,label (any class names) or id,ec_class (1-6 or an EC number)
-split = "random"        # random | accession (all chains of one UniProt accession on the same side)
+split = "random"        # random | accession (all chains of one UniProt accession on the same side) | identity
+split_identity = 0.5    # identity split: MMseqs2 clusters at this sequence identity (0.3, 0.5) stay on one side
 test_fraction = 0.2
 min_length = 30         # shorter chains are peptides or fragments, not enzyme domains
 max_unknown_fraction = 0.1
@@ -42,7 +43,7 @@ decoy_share = 0.2               # share of its sequences that carry a near miss 
 # %%
 import pandas as pd
 from IPython.display import display
-from kn_utils import data, plots, provenance, sources, synthetic as planted
+from kn_utils import clusters, data, plots, provenance, sources, synthetic as planted
 from kn_utils.stage import open_stage
 
 stage = open_stage("01_data", globals())
@@ -94,11 +95,19 @@ else:
 
 # %% [markdown]
 # ## Sample and split
-# The split is stratified by class and seeded; `split="accession"` keeps all chains of one UniProt accession on the same side.
+# The split is stratified by class and seeded; `split="accession"` keeps all chains of one UniProt accession on the same
+# side, and `split="identity"` all chains of one MMseqs2 cluster at `split_identity` sequence identity (over 80 % of
+# both chains), as the field's homology-aware benchmarks do.
 
 # %%
-dataset = data.split_dataset(data.cap_per_class(dataset, max_per_class, seed), test_fraction, seed, strategy=split)
+dataset = data.cap_per_class(dataset, max_per_class, seed)
+if split == "identity":
+    dataset = clusters.with_clusters(dataset, split_identity)
+dataset = data.split_dataset(dataset, test_fraction, seed, strategy=split)
 summary = data.dataset_summary(dataset, dropped, max_residues) | ({"planted_motifs": planted_motifs} if synthetic else {})
+if split == "identity":
+    summary |= clusters.cluster_summary(dataset) | {"mmseqs": clusters.mmseqs_version()}
+    print(f"{summary['n_clusters']:,} clusters at {split_identity:.0%} identity; the largest holds {summary['largest_cluster_share']:.1%}")
 print(f"test records whose UniProt accession also occurs in training: {summary['test_accessions_seen_in_train']:.1%}")
 data.counts_table(summary["counts"])
 

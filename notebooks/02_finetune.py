@@ -114,7 +114,7 @@ display(stage.banner(model_info))
 # Each epoch scores the test set, the curve the paper's setup shows, and prints one line. The `full` profile's
 # settings were screened on this score and confirmed on a validation split (`docs/experiments.md`). To choose settings
 # without the test set, `-p validation_fraction 0.15` holds out a stratified share of the training chains (by
-# accession under the accession split), trains and warms up on the rest, and scores the held-out share each epoch
+# accession under the accession split, by cluster under the identity split), trains and warms up on the rest, and scores the held-out share each epoch
 # instead; the test set is then scored once, at the end. A rerun resumes from `runs/<profile>/checkpoints/last.pt`.
 
 # %% tags=["nbval-ignore-output"]
@@ -168,9 +168,16 @@ by_similarity.round(3)
 # to chains unlike any it trained on (chance is one over the number of classes, 1/6 here; the majority class above). Notebook 07 repeats the study with a
 # split that keeps UniProt accessions apart.
 
+# %% [markdown]
+# ## The saved model
+# The model folder (`model/`) holds the weights, `kn_model_info.json` (how they were made) and a model card
+# (`README.md`, in the Hugging Face form): base weights first, then data and split, window, the test metrics above
+# beside the majority baseline, intended use and limits.
+
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timings)
-esm.save_classifier(classifier, stage.run / "model", model_info, {"max_residues": max_residues, "train_config": config.as_dict()})
+esm.save_classifier(classifier, stage.run / "model", model_info, {"max_residues": max_residues, "train_config": config.as_dict()},
+                    card={"data": stage.data_facts() | {"n_train": len(fit_set)}, "metrics": scores})
 figures = {**scores, **training.outcome_figures(outcome), **pretraining.outcome_figures(mlm_outcome if warm else None),
            **compare.similarity_figures(by_similarity), "confusion_matrix": confusion, "pooling": model_info.pooling,
            "warm_start": model_info.warm_start, "n_train": len(fit_set), "n_test": len(stage.test_set),

@@ -35,6 +35,7 @@ motif_permutations = 200          # shuffled-position draws per neuron x motif t
 precision = "fp32"      # bf16 | fp32 autocast; auto: bf16 where the device computes it natively (CUDA, AMX/AVX512-BF16 CPU), else fp32
 max_tokens = 2048
 compare_profile = None  # the run compared side by side (section 4), when it exists; the full profile names full-accession
+split_profiles = []     # runs of other splits whose accuracy and yardstick section 4 tabulates, those that exist
 seed = 0
 
 # %%
@@ -179,6 +180,16 @@ else:
     display(comparison["table1"])
     display(comparison["selection_overlap"].round(3))
 
+# %% [markdown]
+# The same two figures for every split that has been run (`split_profiles`: the `full-identity50` and
+# `full-identity30` profiles keep each MMseqs2 cluster at 50 % or 30 % identity on one side; `make splits` runs
+# their notebooks 01–02): the stricter the split, the less a near copy can carry the score.
+
+# %%
+splits = compare.split_runs(stage.run, profile, [compare_profile, *split_profiles])
+split_table = compare.headline(splits) if len(splits) > 1 else None
+display(split_table.round(4) if split_table is not None else "no other split has been run")
+
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timings)
 figures = {"top_size": top_size, "classes": names, "class_sets": {n: index.names(ids) for n, ids in zip(names, class_sets)},
@@ -192,5 +203,6 @@ figures = {"top_size": top_size, "classes": names, "class_sets": {n: index.names
            "motif_selective_neurons": sorted(selective["name"].unique().tolist()),
            "motifs": {name: {"pattern": pattern, "source": source} for name, (pattern, source) in known_motifs.items()},
            "probed_neurons": probe.to_dict("records"),
-           "comparison": None if pair is None else compare.comparison_record(comparison, compare_profile)}
+           "comparison": None if pair is None else compare.comparison_record(comparison, compare_profile),
+           "splits": None if split_table is None else split_table.to_dict()}
 stage.save_result("class_neurons", figures)

@@ -149,3 +149,44 @@ def test_a_six_class_model_saved_without_names_reads_as_the_ec_classes(tiny_mode
     from kn_utils.model import class_names_of
 
     assert class_names_of(tiny_model) == ["1", "2", "3", "4", "5", "6"]
+
+
+def _card_sections(text: str) -> list[str]:
+    return [line[3:] for line in text.splitlines() if line.startswith("## ")]
+
+
+def test_model_card_states_random_init_first_with_metrics_and_data(tmp_path, tiny_model):
+    import yaml
+
+    from kn_utils.model_card import CARD_FILE
+    from kn_utils.training import weights_fingerprint
+
+    data = {"source": "PDB", "split": "identity", "split_identity": 0.3, "seed": 1, "n_train": 80, "n_test": 20,
+            "dataset_sha256": "abc123"}
+    metrics = {"accuracy": 0.61234, "balanced_accuracy": 0.5, "macro_f1": 0.45, "majority_baseline": 0.357,
+               "chance_balanced": 1 / 6}
+    folder = save_classifier(tiny_model, tmp_path / "model", ModelInfo("random", "random-init:x", 3, warm_start="mlm(1)"),
+                             {"max_residues": 64}, card={"data": data, "metrics": metrics})
+    text = (folder / CARD_FILE).read_text()
+    header = yaml.safe_load(text.split("---")[1])
+    assert header["library_name"] == "transformers" and "base_model" not in header  # random init names no base model
+    assert header["labels"] == [str(c) for c in range(1, 7)]
+    assert _card_sections(text)[0] == "Base weights"
+    weights = text.split("## Base weights")[1].split("##")[0]
+    assert "RANDOM INITIALISATION" in weights and "seed 3" in weights and "mlm(1)" in weights
+    assert "| accuracy | 0.6123 |" in text and "| majority-class baseline (accuracy) | 0.3570 |" in text
+    assert "first **64 residues**" in text and "30% sequence identity" in text and "`abc123`" in text
+    assert weights_fingerprint(tiny_model) in text
+    assert {"Intended use", "Limitations", "Window", "Metrics"} <= set(_card_sections(text))
+
+
+def test_model_card_of_pretrained_weights_names_the_base_model(tmp_path, tiny_model):
+    import yaml
+
+    from kn_utils.model_card import CARD_FILE
+
+    folder = save_classifier(tiny_model, tmp_path / "model", ModelInfo("pretrained", "facebook/esm2_t6_8M_UR50D"))
+    text = (folder / CARD_FILE).read_text()
+    assert yaml.safe_load(text.split("---")[1])["base_model"] == "facebook/esm2_t6_8M_UR50D"
+    assert "pretrained ESM-2" in text.split("## Base weights")[1].split("##")[0] and "RANDOM" not in text
+    assert "Not recorded when this folder was saved" in text  # no metrics given: said, not invented

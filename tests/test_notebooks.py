@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from importlib import metadata
 from pathlib import Path
 
@@ -342,3 +343,75 @@ def test_a_three_class_task_of_any_names_runs_through_training_and_scoring(quick
                                                                                   "2": "secreted"}
     with np.load(run / "activations.npz") as arrays:
         assert arrays["per_class"].shape[0] == 3
+    card = (run / "model" / "README.md").read_text()  # the model card names the task's classes and its data
+    assert 'labels: ["cytoplasm", "membrane", "secreted"]' in card and "mine.fasta" in card
+    assert f"| accuracy | {finetune['accuracy']:.4f} |" in card and finetune["provenance"]["inputs"]["weights_sha256"] in card
+
+
+@pytest.mark.skipif(shutil.which("mmseqs") is None, reason="MMseqs2 not installed (make install installs it; CI has it)")
+def test_identity_split_runs_through_training_and_is_tabulated_beside_the_random_split(quick_run, tmp_path):
+    """Notebook 01 with `split: identity` keeps MMseqs2 clusters apart; notebook 07's split table reads the run."""
+    import pandas as pd
+
+    from kn_utils.compare import headline, split_runs
+
+    (tmp_path / "ident.yaml").write_text("extends: quick\ncommon:\n  split: identity\n01_data:\n  split_identity: 0.3\n"
+                                         "02_finetune:\n  epochs: 1\n  mlm_steps: 2\n")
+    run_profile(str(tmp_path / "ident.yaml"), last="02", output_dir=tmp_path / "out")
+    run = run_dir("ident")
+    dataset, data = pd.read_parquet(run / "dataset.parquet"), json.loads((run / "data.json").read_text())
+    assert dataset.groupby("cluster")["split"].nunique().max() == 1 and data["test_clusters_seen_in_train"] == 0
+    assert data["provenance"]["parameters"]["split_identity"] == 0.3 and data["mmseqs"]
+    runs = split_runs(quick_run, "quick", [None, "no-such-profile", "ident"])
+    assert list(runs) == ["quick", "ident"]
+    table = headline(runs)
+    assert table.loc["split"].tolist() == ["random", "identity 30%"]
+    assert table.loc["near-copy in train", "ident"] < table.loc["near-copy in train", "quick"]
+    assert "30% sequence identity" in (run / "model" / "README.md").read_text()
+    from kn_utils.report import render
+
+    for stage in STAGES.values():
+        shutil.copy(quick_run / f"{stage}.json", tmp_path)
+    record = json.loads((tmp_path / "class_neurons.json").read_text())
+    (tmp_path / "class_neurons.json").write_text(json.dumps(record | {"splits": table.to_dict()}))
+    assert "identity 30%" in render(tmp_path).split("Every split that has been run")[1]
+
+
+def test_a_profile_with_model_from_scores_another_family_of_the_same_model(quick_run, tmp_path):
+    """`model_from: quick` shares stages 01-02 (no retraining); the ffn family is recorded on the very same weights."""
+    from kn_utils.runs import PROFILES_DIR
+
+    shutil.copy(PROFILES_DIR / "quick.yaml", tmp_path)
+    (tmp_path / "quick-ffn.yaml").write_text("extends: quick\nmodel_from: quick\ncommon:\n  family: ffn\n")
+    executed = run_profile(str(tmp_path / "quick-ffn.yaml"), last="03", output_dir=tmp_path / "out")
+    assert [path.name[:2] for path in executed] == ["03"]  # 01-02 shared, not run again
+    run = run_dir("quick-ffn")
+    assert os.path.samefile(run / "model" / "model.safetensors", quick_run / "model" / "model.safetensors")
+    ffn, qkv = (json.loads((folder / "activations.json").read_text()) for folder in (run, quick_run))
+    assert ffn["provenance"]["inputs"]["weights_sha256"] == qkv["provenance"]["inputs"]["weights_sha256"]
+    assert ffn["provenance"]["parameters"]["family"] == "ffn" and qkv["provenance"]["parameters"]["family"] == "qkv"
+    assert run_profile(str(tmp_path / "quick-ffn.yaml"), last="03", output_dir=tmp_path / "out")  # again: all up to date
+    assert json.loads((run / "activations.json").read_text())["provenance"] == ffn["provenance"]
+
+
+def test_readme_sets_another_family_beside_the_record_only_on_the_same_weights(quick_run, tmp_path):
+    from kn_utils.report import render
+
+    results = tmp_path / "results"
+    (results / "quick-ffn").mkdir(parents=True)
+    for stage in STAGES.values():
+        shutil.copy(quick_run / f"{stage}.json", results)
+    ffn = json.loads((quick_run / "ablation.json").read_text())
+    ffn["provenance"]["parameters"]["family"] = "ffn"
+    for row in ffn["submodels"]:  # this family keeps everything the full model has under IG
+        row["n_kept"] = 7680 if row["method"] == "full" else row["n_kept"]
+        row["accuracy"] = 0.99 if row["method"] == "ig_signed" else row["accuracy"]
+    (results / "quick-ffn" / "ablation.json").write_text(json.dumps(ffn))
+    section = render(results).split("### Neuron families on one model")[1].split("###")[0]
+    assert "qkv: 5,760 units, ffn: 7,680 units" in section
+    winners = section.split("The family that keeps more accuracy")[1]
+    assert all(line.split("|")[2].strip() == "ffn" for line in winners.splitlines() if line.startswith("| 50%"))
+    ffn["provenance"]["inputs"]["weights_sha256"] = "0" * 64
+    (results / "quick-ffn" / "ablation.json").write_text(json.dumps(ffn))
+    text = render(results)
+    assert "other weights than this record's; not compared" in text and "The family that keeps more" not in text
