@@ -8,7 +8,7 @@ SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 KN_MIRROR ?= $(abspath $(wildcard ../shared/mirror))
 export KN_MIRROR
 
-.PHONY: install study homology splits quick test unit notebooks nbval-update benchmarks clean-runs
+.PHONY: install study homology splits seeds quick test unit notebooks nbval-update benchmarks clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,13 @@ splits: install  ## notebooks 01-02 with the identity splits (MMseqs2 clusters a
 	$(PY) -m kn_utils run --profile full-identity50 --to 02 --publish
 	$(PY) -m kn_utils run --profile full-identity30 --to 02 --publish
 	$(PY) -m kn_utils run --profile full --from 07 --publish
+
+seeds: install  ## the study with training seeds 1 and 2 on the record's split (q/k/v and ffn), then every claim over the three seeds
+	$(PY) -m kn_utils run --profile full-seed1-ffn --to 05 --publish
+	$(PY) -m kn_utils run --profile full-seed1 --publish
+	$(PY) -m kn_utils run --profile full-seed2-ffn --to 05 --publish
+	$(PY) -m kn_utils run --profile full-seed2 --publish
+	$(PY) -m kn_utils claims --publish
 
 quick: install  ## run the notebooks on the quick profile (runs/quick/)
 	$(PY) -m kn_utils run --profile quick

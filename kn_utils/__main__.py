@@ -149,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     publish = commands.add_parser("publish", help="copy a finished run into notebooks/, results/ and figures/, then update README")
     publish.add_argument("--profile", default="full")
     commands.add_parser("report", help="regenerate README's Results section from results/*.json")
+    claims = commands.add_parser("claims", help="tally the study's claims over runs of several training seeds")
+    claims.add_argument("--profiles", nargs="+", default=["full", "full-seed1", "full-seed2"],
+                        help="one finished run per training seed (default: full full-seed1 full-seed2)")
+    claims.add_argument("--publish", action="store_true", help="write results/claims.json and update README "
+                        "(default: runs/claims.json)")
     predict = commands.add_parser("predict", help="predict the EC class of each sequence of a FASTA file")
     predict.add_argument("--model", required=True, help="a model folder saved by notebook 02 (runs/PROFILE/model)")
     predict.add_argument("fasta", help="FASTA file, optionally gzipped")
@@ -175,6 +180,16 @@ def main(argv: list[str] | None = None) -> int:
         from .report import update_readme
 
         update_readme()
+        return 0
+    if args.command == "claims":
+        from .claims import seed_claims
+        from .provenance import REPO_ROOT
+        from .report import update_readme
+        from .runs import runs_root
+
+        print(seed_claims(args.profiles, REPO_ROOT / "results" if args.publish else runs_root()))
+        if args.publish:
+            update_readme()
         return 0
     from .runner import STUDY_PROFILES, publish as publish_run, run_profile, run_study
 

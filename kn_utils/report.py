@@ -351,6 +351,28 @@ def _families_section(results: Path, ablation: dict) -> list[str]:
     return lines
 
 
+def _claims_section(record: dict) -> list[str]:
+    """README lines for claims.json: each claim of the paper and of this study, per training seed and "k of n"."""
+    table = pd.DataFrame(record["claims"])
+    seeds = record["seeds"]
+    for seed in seeds:  # one cell per seed: the figure the claim rests on, and whether it holds
+        held, value = table[f"seed {seed} holds"], table[f"seed {seed} value"]
+        table[f"seed {seed}"] = [("" if pd.isna(h) else ("yes " if h else "no ") + f"({v:g})") for h, v in zip(held, value)]
+    shown = table[["claim", "at", *(f"seed {seed}" for seed in seeds), "holds in"]]
+    runs = ", ".join(f"`{run['profile']}`" for run in record["runs"].values())
+    return ["### The claims across training seeds (`python -m kn_utils claims`)",
+            f"Runs {runs}: one dataset and split, training "
+            f"seeds {', '.join(map(str, seeds))}. A rule beats random when it exceeds random's mean by more than "
+            f"{record['provenance']['parameters']['margin_sd']:g} sd; the heatmap claims hold at Holm p < "
+            f"{record['provenance']['parameters']['holm_alpha']:g} (value: the smallest p); the family claim's value is "
+            "the other family's accuracy minus q/k/v's.", "", _markdown_table(shown), ""]
+
+
+def _markdown_table(frame) -> str:
+    """A table whose text cells may hold '|' (rule names), escaped for Markdown."""
+    return frame.map(lambda value: value.replace("|", "\\|") if isinstance(value, str) else value).to_markdown(index=False)
+
+
 def _control_section(record: dict, ig: dict | None) -> list[str]:
     """README lines for the positive control (profile `control`, notebook 08): its answers against the planted truth."""
     import pandas as pd
@@ -394,6 +416,9 @@ def render(results: Path = REPO_ROOT / "results") -> str:
         comparison = class_neurons.get("comparison") or {}
         if comparison.get("profile"):
             lines += _other_run_answers(results / comparison["profile"], comparison["profile"])
+    claims = _load(results, "claims")
+    if claims:
+        lines += _claims_section(claims)
     control = _load(results / "control", "planted_truth")
     if control:
         lines += _control_section(control, _load(results / "control", "integrated_gradients"))

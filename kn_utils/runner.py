@@ -158,12 +158,15 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
             os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
     plan = stage_parameters(profile, first, last, overrides)
     run = run_dir(profile_name)
-    source = load_profile(profile).get("model_from")
-    if source:  # the dataset and model come from the source run (brought up to date there first, when in the range)
-        if any(notebook.name[:2] in SHARED_STAGES for notebook, _ in plan):
-            run_profile(source, last=SHARED_STAGES[-1], log_output=log_output)
-        share_stages(run_dir(source), run)
-        plan = [(notebook, parameters) for notebook, parameters in plan if notebook.name[:2] not in SHARED_STAGES]
+    sections = load_profile(profile)
+    for key, shared in SHARED_STAGES.items():
+        source = sections.get(key)
+        if not source or (key == "data_from" and sections.get("model_from")):  # the model's run brings its own data
+            continue
+        if any(notebook.name[:2] in shared for notebook, _ in plan):  # brought up to date in the source run first
+            run_profile(source, last=shared[-1], log_output=log_output)
+        share_stages(run_dir(source), run, shared)
+        plan = [(notebook, parameters) for notebook, parameters in plan if notebook.name[:2] not in shared]
     output_dir = Path(output_dir) if output_dir else run / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = []
@@ -195,11 +198,11 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
     return executed
 
 
-def share_stages(source: Path, run: Path) -> list[str]:
-    """Bring stages 01-02 of run `source` (their stamps and every output they vouch for) into `run`, where they differ:
-    `run`'s later stages then read the same dataset and weights, and their stage keys include the same stamps."""
+def share_stages(source: Path, run: Path, stages: tuple[str, ...]) -> list[str]:
+    """Bring `stages` (01, or 01-02) of run `source` (their stamps and every output they vouch for) into `run`, where
+    they differ: `run`'s later stages then read the same dataset (and weights), and their keys include the same stamps."""
     copied = []
-    for stage in SHARED_STAGES:
+    for stage in stages:
         notebook = source_of(stage)
         stamp = read_stamp(source, notebook)
         if stamp is None or broken_outputs(source, stamp):

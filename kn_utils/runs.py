@@ -31,8 +31,8 @@ PRESENTATION_MODULES = ("plots", "report")
 STAGE_READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "02", "03"), "05": ("01", "02", "03", "04"),
                "06": ("02", "04"), "07": ("01", "02", "04", "05"), "08": ("01", "02", "03", "04", "05", "07")}
 RUNS_ENV = "KN_RUNS_DIR"
-TOP_LEVEL = ("extends", "model_from")  # a profile's keys that name another profile, not a section of parameters
-SHARED_STAGES = ("01", "02")  # what a `model_from` profile takes from its source run: the dataset and the model
+TOP_LEVEL = ("extends", "model_from", "data_from")  # a profile's keys that name another profile, not a section
+SHARED_STAGES = {"model_from": ("01", "02"), "data_from": ("01",)}  # what such a profile takes from the run it names
 
 
 class _Loader(yaml.SafeLoader):
@@ -65,7 +65,8 @@ def load_profile(profile: str | os.PathLike) -> dict:
 
     `extends: other` starts from profile `other` (a file beside this one, else the study's profiles/other.yaml) and
     overrides it section by section, key by key. `model_from: other` (kept as a top-level key) takes stages 01-02,
-    the dataset and the fine-tuned model, from run `other` (runner.share_stages): one model, another neuron family.
+    the dataset and the fine-tuned model, from run `other` (runner.share_stages): one model, another neuron family;
+    `data_from: other` takes stage 01 only: one dataset and split, another training seed.
     """
     path = Path(profile)
     if not path.suffix:

@@ -415,3 +415,19 @@ def test_readme_sets_another_family_beside_the_record_only_on_the_same_weights(q
     (results / "quick-ffn" / "ablation.json").write_text(json.dumps(ffn))
     text = render(results)
     assert "other weights than this record's; not compared" in text and "The family that keeps more" not in text
+
+
+def test_a_profile_with_data_from_trains_another_seed_on_the_same_split(quick_run, tmp_path):
+    """`data_from: quick` shares stage 01 only: the same dataset and split, a model of its own seed."""
+    from kn_utils.runs import PROFILES_DIR
+
+    shutil.copy(PROFILES_DIR / "quick.yaml", tmp_path)
+    (tmp_path / "quick-seed1.yaml").write_text("extends: quick\ndata_from: quick\ncommon:\n  seed: 1\n"
+                                               "02_finetune:\n  epochs: 1\n  mlm_steps: 2\n")
+    executed = run_profile(str(tmp_path / "quick-seed1.yaml"), last="02", output_dir=tmp_path / "out")
+    assert [path.name[:2] for path in executed] == ["02"]
+    run = run_dir("quick-seed1")
+    assert os.path.samefile(run / "dataset.parquet", quick_run / "dataset.parquet")
+    ours, theirs = (json.loads((folder / "finetune.json").read_text())["provenance"] for folder in (run, quick_run))
+    assert ours["inputs"]["dataset_sha256"] == theirs["inputs"]["dataset_sha256"]
+    assert ours["inputs"]["weights_sha256"] != theirs["inputs"]["weights_sha256"] and ours["parameters"]["seed"] == 1
