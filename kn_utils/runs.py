@@ -26,6 +26,9 @@ PACKAGE_DIR = REPO_ROOT / "kn_utils"
 # Modules that only draw or report (figures, README): editing them changes no result file, so no stage's stamp covers
 # them; `run --rerun --from NN --to NN` redraws a stage's figures after a plots.py edit.
 PRESENTATION_MODULES = ("plots", "report")
+# This module: folders, profiles and stamps. What it decides for a stage (parameters, earlier stamps) is in the key
+# itself, so editing it (say, a new profile key) must not make every stamp of every run stale.
+BOOKKEEPING_MODULES = ("runs",)
 # The stages whose outputs each stage reads (their stamps are part of its key); README's "How the study is built" lists
 # each stage's outputs. 07 reads the same stages of the run it compares with (compare_profile).
 STAGE_READS = {"01": (), "02": ("01",), "03": ("01", "02"), "04": ("01", "02", "03"), "05": ("01", "02", "03", "04"),
@@ -186,12 +189,12 @@ def _imported_modules(text: str, package_relative: bool) -> set[str]:
 
 def stage_modules(source: Path) -> list[str]:
     """The kn_utils modules a notebook source imports, transitively, that shape its results (PRESENTATION_MODULES
-    aside); `__init__` always, since every import runs it."""
+    and BOOKKEEPING_MODULES aside); `__init__` always, since every import runs it."""
     pending, seen = _imported_modules(Path(source).read_text(), False), {"__init__"}
     while pending:
         module = pending.pop()
         path = PACKAGE_DIR / f"{module}.py"
-        if module in seen or module in PRESENTATION_MODULES or not path.exists():
+        if module in seen or module in PRESENTATION_MODULES + BOOKKEEPING_MODULES or not path.exists():
             continue
         seen.add(module)
         pending |= _imported_modules(path.read_text(), True)

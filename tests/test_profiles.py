@@ -49,3 +49,13 @@ def test_profiles_carry_one_short_comment_per_setting_and_no_probe_results():
             if "#" in line and not line.lstrip().startswith("#"):
                 comment = line.split("#", 1)[1]
                 assert len(comment) <= 100 and not re.search(r"\b0\.\d{3}\b", comment), f"{path.name}: {line}"
+
+
+def test_the_paper_profile_asks_for_pretrained_weights_the_cls_head_and_the_full_window():
+    from kn_utils.runner import stage_parameters
+
+    plan = {notebook.name[:2]: parameters for notebook, parameters in stage_parameters("paper")}
+    assert plan["01"]["split"] == "random" and plan["01"]["test_fraction"] == 0.2
+    assert plan["02"]["init"] == "pretrained" and plan["02"]["pooling"] == "cls"
+    assert {parameters.get("max_residues", 1022) for parameters in plan.values()} == {1022}
+    assert stage_parameters("paper", overrides={"init": "random"})[1][1]["init"] == "random"  # labelled random init

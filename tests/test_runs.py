@@ -327,6 +327,8 @@ def test_a_stage_stamp_covers_the_modules_it_imports_and_no_other(tmp_path, monk
     assert changed == importing and "01" not in changed and {"03", "04"} <= set(changed)
     assert "motifs" in runs.stage_modules(runs.source_of("07")) and "motifs" not in runs.stage_modules(runs.source_of("02"))
     assert "stats" in runs.stage_modules(runs.source_of("06"))  # reached through heatmaps: transitive
+    assert all("runs" not in runs.stage_modules(notebook) and "stage" in runs.stage_modules(notebook)
+               for notebook in stage_notebooks())  # bookkeeping is not in a key; the stage helper is
 
 
 def test_a_stage_stamp_covers_the_stamps_of_the_stages_it_reads_and_no_other(tmp_path):
