@@ -10,39 +10,40 @@ from pathlib import Path
 
 import pandas as pd
 
-from .ablation import plain_zero
+from .ablation import family_comparison, plain_zero
 from .provenance import read_json
 
-MARGIN_SD = 2.0  # a rule beats random when its accuracy exceeds random's mean by more than this many sd over seeds
+MARGIN_SD = 2.0  # ablation.family_comparison's margin: a rule beats random beyond random's mean + 2 sd over seeds
 HOLM_ALPHA = 0.05
 
 
-def _sweep(ablation: dict) -> pd.DataFrame:
-    """ablation.json's submodels, the plain zero-ablation rows (no matched controls, no mean ablation)."""
-    return plain_zero(pd.DataFrame(ablation["submodels"]))
+def submodels(ablation: dict) -> pd.DataFrame:
+    """ablation.json's submodel table (random-free rules get seed -1)."""
+    frame = pd.DataFrame(ablation["submodels"])
+    frame["seed"] = frame["seed"].fillna(-1)
+    return frame
 
 
-def _accuracy(plain: pd.DataFrame, method: str, direction: str, fraction: float) -> float:
-    """The accuracy of one selection rule at one kept fraction."""
-    rows = plain[(plain["method"] == method) & (plain["direction"] == direction) & (plain["keep_fraction"] == fraction)]
-    return float(rows["accuracy"].iloc[0])
+def _rules(ablation: dict, family: str = "") -> pd.DataFrame:
+    """Per kept fraction: IG signed and activation (high) against random, as ablation.family_comparison reads them."""
+    return family_comparison({family: submodels(ablation)}, ablation["provenance"]["parameters"]["keep_fractions"]
+                             ).set_index("kept")
 
 
 def sweep_claims(ablation: dict) -> list[dict]:
     """Table 1's claims at each kept fraction: rules against random (mean + 2 sd), IG against activation, high IG
     against low IG."""
-    plain = _sweep(ablation)
-    random = plain[plain["method"] == "random"].groupby("keep_fraction")["accuracy"].agg(["mean", "std"])
+    plain, rules = plain_zero(submodels(ablation)), _rules(ablation)
     rows = []
-    for fraction in ablation["provenance"]["parameters"]["keep_fractions"]:
-        ig, activation = _accuracy(plain, "ig_signed", "high", fraction), _accuracy(plain, "activation", "high", fraction)
-        low = _accuracy(plain, "ig_signed", "low", fraction)
-        bar = random.loc[fraction, "mean"] + MARGIN_SD * random.loc[fraction, "std"]
-        for claim, value, holds in (("IG signed (high) beats random", ig, ig > bar),
-                                    ("activation beats random", activation, activation > bar),
+    for fraction, rule in rules.iterrows():
+        ig, activation = rule["IG signed"], rule["activation"]
+        low = plain.loc[(plain["method"] == "ig_signed") & (plain["direction"] == "low")
+                        & (plain["keep_fraction"] == fraction), "accuracy"].iloc[0]
+        for claim, value, holds in (("IG signed (high) beats random", ig, rule["IG signed beats random"]),
+                                    ("activation beats random", activation, rule["activation beats random"]),
                                     ("IG signed (high) beats activation", ig - activation, ig > activation),
                                     ("high IG beats low IG", ig - low, ig > low)):
-            rows.append({"claim": claim, "at": f"{fraction:.0%} kept", "holds": bool(holds), "value": round(value, 4)})
+            rows.append({"claim": claim, "at": f"{fraction:.0%} kept", "holds": bool(holds), "value": round(float(value), 4)})
     return rows
 
 
@@ -68,13 +69,13 @@ def family_claims(ablation: dict, other: dict) -> list[dict]:
     if other["provenance"]["inputs"].get("weights_sha256") != ablation["provenance"]["inputs"].get("weights_sha256"):
         raise ValueError("the two sweeps were written from different weights; a family comparison needs one model")
     family = other["provenance"]["parameters"].get("family")
-    ours, theirs = _sweep(ablation), _sweep(other)
+    ours, theirs = _rules(ablation), _rules(other, family)
     rows = []
-    for fraction in ablation["provenance"]["parameters"]["keep_fractions"]:
-        for rule, method in (("IG signed", "ig_signed"), ("activation", "activation")):
-            difference = _accuracy(theirs, method, "high", fraction) - _accuracy(ours, method, "high", fraction)
+    for fraction in ours.index:
+        for rule in ("IG signed", "activation"):
+            difference = theirs.loc[fraction, rule] - ours.loc[fraction, rule]
             rows.append({"claim": f"{family} units keep more accuracy than q/k/v ({rule})", "at": f"{fraction:.0%} kept",
-                         "holds": bool(difference > 0), "value": round(difference, 4)})
+                         "holds": bool(difference > 0), "value": round(float(difference), 4)})
     return rows
 
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .claims import submodels, sweep_claims
 from .provenance import REPO_ROOT, atomic_path, read_json
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -175,11 +176,9 @@ def _scores_section(activations: dict | None, ig: dict | None) -> list[str]:
     return lines + [""]
 
 
-def _submodels(ablation: dict):
-    """The sweep's submodel table from ablation.json (random-free rules get seed -1)."""
-    frame = pd.DataFrame(ablation["submodels"])
-    frame["seed"] = frame["seed"].fillna(-1)
-    return frame
+def _four_decimals(frame):
+    """A mixed table (numbers and words per row) with every float at 4 decimals."""
+    return frame.map(lambda value: f"{value:.4f}" if isinstance(value, float) else value)
 
 
 def _markdown_safe(labels):
@@ -191,7 +190,7 @@ def _ablation_section(ablation: dict) -> list[str]:
     """README lines for notebook 05: submodel accuracy by rule and kept fraction against random selection."""
     from .ablation import paper_table1, table1
 
-    frame = _submodels(ablation)
+    frame = submodels(ablation)
     fractions = ablation["provenance"]["parameters"]["keep_fractions"]
     ours = table1(frame, fractions)
     ours.index = _markdown_safe(ours.index)
@@ -203,24 +202,19 @@ def _ablation_section(ablation: dict) -> list[str]:
             f"{ablation['n_submodels']} submodels in {ablation.get('sweep_seconds', ablation['wall_s']) / 60:.1f} min; "
             "submodel evaluation runs at "
             f"{ablation['evaluation_speed']['ratio']:.0%} of plain inference speed.", "",
-            "![Figure 2](figures/05_figure2_accuracy.png)", "", *_ablation_answers(frame, fractions), ""]
+            "![Figure 2](figures/05_figure2_accuracy.png)", "", *_ablation_answers(ablation), ""]
 
 
-def _ablation_answers(frame, fractions: list[float]) -> list[str]:
-    """Sentences answering the paper's ablation claims from the sweep: rules against random, high against low IG."""
-    from .ablation import plain_zero
-
-    plain = plain_zero(frame)
-    random = plain[plain["method"] == "random"].groupby("keep_fraction")["accuracy"].agg(["mean", "std"])
-    lines = []
-    for method, label in (("activation", "Activation"), ("ig_signed", "IG signed"), ("ig_absolute", "IG |.|")):
-        rows = plain[(plain["method"] == method) & (plain["direction"] == "high")].set_index("keep_fraction")["accuracy"]
-        above = [f"{f:.0%}" for f in fractions if rows.get(f, float("nan")) > random.loc[f, "mean"] + 2 * random.loc[f, "std"]]
-        lines.append(f"- {label} (high scores kept) beats random by more than 2 sd at: {', '.join(above) if above else 'no size'}.")
-    signed = plain[plain["method"] == "ig_signed"].pivot_table(index="keep_fraction", columns="direction", values="accuracy")
-    better = [f"{f:.0%}" for f in fractions if signed.loc[f, "high"] > signed.loc[f, "low"]]
-    sizes = ", ".join(f"{f:.0%}" for f in fractions)
-    where = f"every size ({sizes})" if len(better) == len(fractions) else f"{', '.join(better) if better else 'no size'} of {sizes}"
+def _ablation_answers(ablation: dict) -> list[str]:
+    """Sentences answering the paper's ablation claims from the sweep (claims.sweep_claims): rules against random,
+    high against low IG."""
+    claims = pd.DataFrame(sweep_claims(ablation))
+    sizes = claims["at"].str.removesuffix(" kept").drop_duplicates().tolist()
+    held = {claim: group.loc[group["holds"], "at"].str.removesuffix(" kept").tolist() for claim, group in claims.groupby("claim")}
+    lines = [f"- {label} (high scores kept) beats random by more than 2 sd at: {', '.join(held[claim]) or 'no size'}."
+             for claim, label in (("activation beats random", "Activation"), ("IG signed (high) beats random", "IG signed"))]
+    better = held["high IG beats low IG"]
+    where = f"every size ({', '.join(sizes)})" if better == sizes else f"{', '.join(better) or 'no size'} of {', '.join(sizes)}"
     lines.append(f"- High or low IG (the paper's text against its summary): keeping high signed IG keeps more accuracy at {where}.")
     return lines
 
@@ -279,7 +273,7 @@ def _class_neurons_section(record: dict) -> list[str]:
         ours, other = headline.columns
         lines += [f"Homology-aware re-run (`{other}`: all chains of one UniProt accession on one side; its notebooks, "
                   f"results and figures are in `notebooks/{other}/`, `results/{other}/`, `figures/{other}/`):", "",
-                  headline.map(lambda value: f"{value:.4f}" if isinstance(value, float) else value).to_markdown(), ""]
+                  _four_decimals(headline).to_markdown(), ""]
         if any(row.endswith("1-NN accuracy") for row in headline.index):
             from .compare import leakage_summary
 
@@ -297,7 +291,7 @@ def _class_neurons_section(record: dict) -> list[str]:
         splits = pd.DataFrame(record["splits"])
         lines += ["Every split that has been run (notebooks 01–02 of each; identity: MMseqs2 clusters at that identity "
                   "over 80 % of both chains kept on one side): test accuracy beside the model-free 3-mer yardstick:", "",
-                  splits.map(lambda value: f"{value:.4f}" if isinstance(value, float) else value).to_markdown(), ""]
+                  _four_decimals(splits).to_markdown(), ""]
     return lines
 
 
@@ -310,7 +304,7 @@ def _other_run_answers(results: Path, profile: str) -> list[str]:
         return []
     tests = pd.DataFrame(heatmaps["tests"])
     return [f"The same answers in the `{profile}` run:", "",
-            *_ablation_answers(_submodels(ablation), ablation["provenance"]["parameters"]["keep_fractions"]), *_claim_answers(tests), ""]
+            *_ablation_answers(ablation), *_claim_answers(tests), ""]
 
 
 def _family(result: dict) -> str:
@@ -329,12 +323,12 @@ def _families_section(results: Path, ablation: dict) -> list[str]:
         return []
     weights = ablation["provenance"]["inputs"].get("weights_sha256")
     lines = ["### Neuron families on one model (notebook 05 of each)"]
-    sweeps = {_family(ablation): _submodels(ablation)}
+    sweeps = {_family(ablation): submodels(ablation)}
     for profile, result in others.items():
         if result["provenance"]["inputs"].get("weights_sha256") != weights:
             lines += [f"`results/{profile}/` was written from other weights than this record's; not compared.", ""]
         else:
-            sweeps[_family(result)] = _submodels(result)
+            sweeps[_family(result)] = submodels(result)
     if len(sweeps) < 2:
         return lines
     fractions = ablation["provenance"]["parameters"]["keep_fractions"]
@@ -365,12 +359,7 @@ def _claims_section(record: dict) -> list[str]:
             f"seeds {', '.join(map(str, seeds))}. A rule beats random when it exceeds random's mean by more than "
             f"{record['provenance']['parameters']['margin_sd']:g} sd; the heatmap claims hold at Holm p < "
             f"{record['provenance']['parameters']['holm_alpha']:g} (value: the smallest p); the family claim's value is "
-            "the other family's accuracy minus q/k/v's.", "", _markdown_table(shown), ""]
-
-
-def _markdown_table(frame) -> str:
-    """A table whose text cells may hold '|' (rule names), escaped for Markdown."""
-    return frame.map(lambda value: value.replace("|", "\\|") if isinstance(value, str) else value).to_markdown(index=False)
+            "the other family's accuracy minus q/k/v's.", "", shown.assign(at=_markdown_safe(shown["at"])).to_markdown(index=False), ""]
 
 
 def _control_section(record: dict, ig: dict | None) -> list[str]:
@@ -435,7 +424,7 @@ def headline(results: Path = REPO_ROOT / "results") -> str:
     finetune, ablation = _load(results, "finetune"), _load(results, "ablation")
     if not ablation:
         return "No committed Table 1 yet: run `make study`."
-    ours = table1(_submodels(ablation), ablation["provenance"]["parameters"]["keep_fractions"])
+    ours = table1(submodels(ablation), ablation["provenance"]["parameters"]["keep_fractions"])
     paper = paper_table1()
     rows = [{"selection": f"{rule} (ours: {ours_rule})" if ours_rule != rule else rule,
              **{column: f"{ours.loc[ours_rule, column]} / {paper.loc[rule, column]}" for column in paper.columns}}

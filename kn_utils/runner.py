@@ -10,8 +10,9 @@ from pathlib import Path
 from .provenance import REPO_ROOT
 from .sources import MIRROR_ENV
 from .runs import (RUNS_ENV, SHARED_STAGES, SOURCES_DIR, TOP_LEVEL, broken_outputs, clear_stamp, declared_parameters,
-                   load_profile, notebook_node, notebook_parameters, read_stamp, run_dir, run_files, runs_root, source_of,
-                   stage_is_current, stage_key, stamp_path, unfinished_inputs, write_stamp, written_files)
+                   load_profile, named_profile, notebook_node, notebook_parameters, read_stamp, run_dir, run_files,
+                   runs_root, source_of, stage_is_current, stage_key, stamp_path, unfinished_inputs, write_stamp,
+                   written_files)
 
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # the kernels' working folder, and where the record's executed notebooks live
 PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
@@ -164,8 +165,8 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         if not source or (key == "data_from" and sections.get("model_from")):  # the model's run brings its own data
             continue
         if any(notebook.name[:2] in shared for notebook, _ in plan):  # brought up to date in the source run first
-            run_profile(source, last=shared[-1], log_output=log_output)
-        share_stages(run_dir(source), run, shared)
+            run_profile(named_profile(profile, source), last=shared[-1], log_output=log_output)
+        share_stages(run_dir(Path(source).stem), run, shared)
         plan = [(notebook, parameters) for notebook, parameters in plan if notebook.name[:2] not in shared]
     output_dir = Path(output_dir) if output_dir else run / "notebooks"
     output_dir.mkdir(parents=True, exist_ok=True)

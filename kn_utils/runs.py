@@ -83,11 +83,16 @@ def load_profile(profile: str | os.PathLike) -> dict:
         return spec
     if Path(str(base_name)).stem == path.stem:
         raise ValueError(f"{path}: a profile cannot extend itself")
-    base = path.parent / f"{base_name}.yaml"
-    merged = load_profile(base if base.exists() else base_name)  # beside it, else one of the study's profiles
+    merged = load_profile(named_profile(path, base_name))
     for section, values in spec.items():
         merged[section] = values if section in TOP_LEVEL else {**(merged.get(section) or {}), **(values or {})}
     return merged
+
+
+def named_profile(path: str | os.PathLike, name: str) -> str:
+    """The profile `name` as a profile file at `path` means it: a file beside it, else one of the study's profiles."""
+    beside = Path(path).parent / f"{name}.yaml"
+    return str(beside) if Path(path).suffix and beside.exists() else name
 
 
 def _profile_spec(path: Path) -> dict:

@@ -323,18 +323,26 @@ def test_own_fasta_and_labels_build_the_same_dataset_notebook_01_builds_from_the
     assert own["provenance"]["parameters"]["fasta"] == str(tmp_path / "mine.fasta")
 
 
-def test_a_three_class_task_of_any_names_runs_through_training_and_scoring(quick_run, tmp_path, monkeypatch):
-    """Your own labels, K = 3 with names that are no EC classes: notebooks 01-03 take the classes from the table."""
+@pytest.fixture(scope="module")
+def three_class_profile(quick_run, tmp_path_factory) -> Path:
+    """Your own labels, K = 3 with names that are no EC classes, run by the runner through notebook 03 (so stamped:
+    the profiles below that share its stages read them, not a rerun)."""
     import pandas as pd
 
+    folder = tmp_path_factory.mktemp("three")
     dataset = pd.read_parquet(quick_run / "dataset.parquet")
     names = np.array(["cytoplasm", "membrane", "secreted"])[dataset["label"].to_numpy() % 3]
-    (tmp_path / "mine.fasta").write_text("".join(f">{row.id}\n{row.sequence}\n" for row in dataset.itertuples()))
-    pd.DataFrame({"id": dataset["id"], "label": names}).to_csv(tmp_path / "labels.csv", index=False)
-    (tmp_path / "three.yaml").write_text("extends: quick\n01_data:\n  fasta: mine.fasta\n  labels: labels.csv\n"
-                                         "  trim_tags: false\n02_finetune:\n  epochs: 1\n  mlm_steps: 2\n")
-    monkeypatch.chdir(tmp_path)
-    run_profile(str(tmp_path / "three.yaml"), last="03", output_dir=tmp_path / "out")
+    (folder / "mine.fasta").write_text("".join(f">{row.id}\n{row.sequence}\n" for row in dataset.itertuples()))
+    pd.DataFrame({"id": dataset["id"], "label": names}).to_csv(folder / "labels.csv", index=False)
+    (folder / "three.yaml").write_text(f"extends: quick\n01_data:\n  fasta: {folder / 'mine.fasta'}\n"
+                                       f"  labels: {folder / 'labels.csv'}\n  trim_tags: false\n"
+                                       "02_finetune:\n  epochs: 1\n  mlm_steps: 2\n")
+    run_profile(str(folder / "three.yaml"), last="03", output_dir=folder / "out")
+    return folder / "three.yaml"
+
+
+def test_a_three_class_task_of_any_names_runs_through_training_and_scoring(three_class_profile):
+    """Notebooks 01-03 take the classes from the table: names, confusion matrix, per-class scores, model card."""
     run = run_dir("three")
     data, finetune = (json.loads((run / f"{stage}.json").read_text()) for stage in ("data", "finetune"))
     assert data["classes"] == ["cytoplasm", "membrane", "secreted"] and set(data["counts"]["test"]) == set(data["classes"])
@@ -377,20 +385,20 @@ def test_identity_split_runs_through_training_and_is_tabulated_beside_the_random
     assert "identity 30%" in render(tmp_path).split("Every split that has been run")[1]
 
 
-def test_a_profile_with_model_from_scores_another_family_of_the_same_model(quick_run, tmp_path):
-    """`model_from: quick` shares stages 01-02 (no retraining); the ffn family is recorded on the very same weights."""
-    from kn_utils.runs import PROFILES_DIR
-
-    shutil.copy(PROFILES_DIR / "quick.yaml", tmp_path)
-    (tmp_path / "quick-ffn.yaml").write_text("extends: quick\nmodel_from: quick\ncommon:\n  family: ffn\n")
-    executed = run_profile(str(tmp_path / "quick-ffn.yaml"), last="03", output_dir=tmp_path / "out")
+def test_a_profile_with_model_from_scores_another_family_of_the_same_model(three_class_profile):
+    """`model_from: three` (the profile beside it) shares stages 01-02, no retraining; ffn is scored on the same weights."""
+    profile = three_class_profile.parent / "three-ffn.yaml"
+    profile.write_text("extends: three\nmodel_from: three\ncommon:\n  family: ffn\n")
+    executed = run_profile(str(profile), last="03", output_dir=profile.parent / "out-ffn")
     assert [path.name[:2] for path in executed] == ["03"]  # 01-02 shared, not run again
-    run = run_dir("quick-ffn")
-    assert os.path.samefile(run / "model" / "model.safetensors", quick_run / "model" / "model.safetensors")
-    ffn, qkv = (json.loads((folder / "activations.json").read_text()) for folder in (run, quick_run))
+    run, source = run_dir("three-ffn"), run_dir("three")
+    assert os.path.samefile(run / "model" / "model.safetensors", source / "model" / "model.safetensors")
+    ffn, qkv = (json.loads((folder / "activations.json").read_text()) for folder in (run, source))
     assert ffn["provenance"]["inputs"]["weights_sha256"] == qkv["provenance"]["inputs"]["weights_sha256"]
     assert ffn["provenance"]["parameters"]["family"] == "ffn" and qkv["provenance"]["parameters"]["family"] == "qkv"
-    assert run_profile(str(tmp_path / "quick-ffn.yaml"), last="03", output_dir=tmp_path / "out")  # again: all up to date
+    with np.load(run / "activations.npz") as arrays:
+        assert arrays["per_class"].shape[0] == 3  # the shared model's three classes
+    assert run_profile(str(profile), last="03", output_dir=profile.parent / "out-ffn")  # again: all up to date
     assert json.loads((run / "activations.json").read_text())["provenance"] == ffn["provenance"]
 
 
@@ -417,17 +425,14 @@ def test_readme_sets_another_family_beside_the_record_only_on_the_same_weights(q
     assert "other weights than this record's; not compared" in text and "The family that keeps more" not in text
 
 
-def test_a_profile_with_data_from_trains_another_seed_on_the_same_split(quick_run, tmp_path):
-    """`data_from: quick` shares stage 01 only: the same dataset and split, a model of its own seed."""
-    from kn_utils.runs import PROFILES_DIR
-
-    shutil.copy(PROFILES_DIR / "quick.yaml", tmp_path)
-    (tmp_path / "quick-seed1.yaml").write_text("extends: quick\ndata_from: quick\ncommon:\n  seed: 1\n"
-                                               "02_finetune:\n  epochs: 1\n  mlm_steps: 2\n")
-    executed = run_profile(str(tmp_path / "quick-seed1.yaml"), last="02", output_dir=tmp_path / "out")
+def test_a_profile_with_data_from_trains_another_seed_on_the_same_split(three_class_profile):
+    """`data_from: three` shares stage 01 only: the same dataset and split, a model of its own seed."""
+    profile = three_class_profile.parent / "three-seed1.yaml"
+    profile.write_text("extends: three\ndata_from: three\ncommon:\n  seed: 1\n")
+    executed = run_profile(str(profile), last="02", output_dir=profile.parent / "out-seed1")
     assert [path.name[:2] for path in executed] == ["02"]
-    run = run_dir("quick-seed1")
-    assert os.path.samefile(run / "dataset.parquet", quick_run / "dataset.parquet")
-    ours, theirs = (json.loads((folder / "finetune.json").read_text())["provenance"] for folder in (run, quick_run))
+    run, source = run_dir("three-seed1"), run_dir("three")
+    assert os.path.samefile(run / "dataset.parquet", source / "dataset.parquet")
+    ours, theirs = (json.loads((folder / "finetune.json").read_text())["provenance"] for folder in (run, source))
     assert ours["inputs"]["dataset_sha256"] == theirs["inputs"]["dataset_sha256"]
     assert ours["inputs"]["weights_sha256"] != theirs["inputs"]["weights_sha256"] and ours["parameters"]["seed"] == 1

@@ -4,21 +4,22 @@ import pandas as pd
 from kn_utils.report import _ablation_answers
 
 
-def _sweep(signed_low: dict[float, float]) -> pd.DataFrame:
-    """A zero-ablation sweep: three random seeds, each rule's high set, and signed IG's low set as given."""
+def _sweep(signed_low: dict[float, float]) -> dict:
+    """ablation.json of a zero-ablation sweep: three random seeds, each rule's high set, signed IG's low set as given."""
     rows = []
     for fraction in (0.5, 0.1):
-        rows += [("random", "high", fraction, accuracy) for accuracy in (0.30, 0.32, 0.34)]
-        rows += [(method, "high", fraction, 0.5) for method in ("activation", "ig_signed", "ig_absolute")]
-        rows.append(("ig_signed", "low", fraction, signed_low[fraction]))
-    frame = pd.DataFrame(rows, columns=["method", "direction", "keep_fraction", "accuracy"])
-    return frame.assign(ablation="zero", matched=False)
+        rows += [("random", "-", fraction, seed, accuracy) for seed, accuracy in enumerate((0.30, 0.32, 0.34))]
+        rows += [(method, "high", fraction, None, 0.5) for method in ("activation", "ig_signed", "ig_absolute")]
+        rows.append(("ig_signed", "low", fraction, None, signed_low[fraction]))
+    frame = pd.DataFrame(rows, columns=["method", "direction", "keep_fraction", "seed", "accuracy"])
+    return {"submodels": frame.assign(ablation="zero", matched=False).to_dict("records"),
+            "provenance": {"parameters": {"keep_fractions": [0.5, 0.1]}}}
 
 
 def test_high_against_low_ig_says_every_size_only_when_it_holds_at_every_size():
-    everywhere = _ablation_answers(_sweep({0.5: 0.2, 0.1: 0.2}), [0.5, 0.1])
+    everywhere = _ablation_answers(_sweep({0.5: 0.2, 0.1: 0.2}))
     assert everywhere[-1].endswith("keeps more accuracy at every size (50%, 10%).")
-    partly = _ablation_answers(_sweep({0.5: 0.2, 0.1: 0.6}), [0.5, 0.1])
+    partly = _ablation_answers(_sweep({0.5: 0.2, 0.1: 0.6}))
     assert partly[-1].endswith("keeps more accuracy at 50% of 50%, 10%.")
     assert partly[0] == "- Activation (high scores kept) beats random by more than 2 sd at: 50%, 10%."
 
