@@ -2,13 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# MMseqs2 (the identity split) comes from Debian's packages: as root, else through sudo.
+# MMseqs2 (the identity split) and Chromium (the book's browser test) come from Debian's packages: as root, else sudo.
 SUDO ?= $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # The offline mirror of the upstream data files, when one sits beside the repository (as in CI).
 KN_MIRROR ?= $(abspath $(wildcard ../shared/mirror))
 export KN_MIRROR
 
-.PHONY: install study homology splits seeds quick test unit notebooks nbval-update benchmarks clean-runs
+.PHONY: install study homology splits seeds quick test unit notebooks nbval-update benchmarks book slides clean-runs
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml
 	command -v mmseqs >/dev/null || $(SUDO) apt-get install -y -q mmseqs2 >/dev/null \
 		|| { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q mmseqs2 >/dev/null; } \
 		|| { echo "MMseqs2 (mmseqs) is needed by the identity split: apt-get install mmseqs2, or conda install -c bioconda mmseqs2"; exit 1; }
+	command -v chromium >/dev/null || $(SUDO) apt-get install -y -q chromium >/dev/null \
+		|| echo "Chromium could not be installed (apt-get install chromium): the browser test of the book will be skipped"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv with kn_utils and its dependencies
@@ -61,6 +63,12 @@ nbval-update: notebooks  ## the old name of `make notebooks`
 benchmarks: install  ## speed figures (medians of several runs, ratio to a baseline measured in the same run)
 	$(PY) benchmarks/finetune.py
 	$(PY) benchmarks/inference.py
+
+book: install  ## the website of the committed record (Jupyter Book, nothing executed): build/book/_build/html
+	$(PY) -m kn_utils book
+
+slides: install  ## the lab-meeting deck of the committed record (reveal.js, opens offline): build/slides/html/index.html
+	$(PY) -m kn_utils slides
 
 clean-runs:
 	rm -rf runs/

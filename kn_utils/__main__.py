@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="one finished run per training seed (default: full full-seed1 full-seed2)")
     claims.add_argument("--publish", action="store_true", help="write results/claims.json and update README "
                         "(default: runs/claims.json)")
+    book = commands.add_parser("book", help="build the website of the committed record (Jupyter Book; executes nothing)")
+    book.add_argument("--out", default=None, help="build folder (default build/book; the site lands in OUT/_build/html)")
+    slides = commands.add_parser("slides", help="build the lab-meeting deck of the committed record (reveal.js)")
+    slides.add_argument("--out", default=None, help="build folder (default build/slides; the deck is OUT/html/index.html)")
     predict = commands.add_parser("predict", help="predict the EC class of each sequence of a FASTA file")
     predict.add_argument("--model", required=True, help="a model folder saved by notebook 02 (runs/PROFILE/model)")
     predict.add_argument("fasta", help="FASTA file, optionally gzipped")
@@ -180,6 +184,12 @@ def main(argv: list[str] | None = None) -> int:
         from .report import update_readme
 
         update_readme()
+        return 0
+    if args.command in ("book", "slides"):
+        from . import book as site
+
+        build, default = (site.build_book, site.BOOK_DIR) if args.command == "book" else (site.build_slides, site.SLIDES_DIR)
+        print(build(Path(args.out) if args.out else default))
         return 0
     if args.command == "claims":
         from .claims import seed_claims

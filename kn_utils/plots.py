@@ -201,7 +201,8 @@ def kept_heatmaps(grids: dict[tuple[str, float], np.ndarray], n_layers: int, bin
 
     methods = list(dict.fromkeys(method for method, _ in grids))
     sparsities = list(dict.fromkeys(sparsity for _, sparsity in grids))
-    figure, axes = plt.subplots(len(sparsities), len(methods), figsize=(3.2 * len(methods), 3.4 * len(sparsities)), squeeze=False)
+    figure, axes = plt.subplots(len(sparsities), len(methods), figsize=(3.2 * len(methods), 3.4 * len(sparsities)), squeeze=False,
+                                layout="constrained")  # titles and labels never overlap the next row
     labels = [block_name(layer, name) for layer in range(n_layers) for name in kinds]
     for row, sparsity in enumerate(sparsities):
         for column, method in enumerate(methods):
@@ -209,7 +210,8 @@ def kept_heatmaps(grids: dict[tuple[str, float], np.ndarray], n_layers: int, bin
             image = axis.imshow(grids[(method, sparsity)], aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
             axis.set_title(f"{method}, {sparsity:.0%} sparsity", fontsize=9)
             axis.set_yticks(range(len(labels)), labels if column == 0 else [], fontsize=6)
-            axis.set_xlabel(f"unit group ({bin_width} adjacent units)", fontsize=7)
+            if row == len(sparsities) - 1:
+                axis.set_xlabel(f"unit group ({bin_width} adjacent units)", fontsize=8)
             axis.tick_params(axis="x", labelsize=6)
     figure.colorbar(image, ax=axes, shrink=0.6, label="fraction kept")
     return figure
