@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from .alphabet import encode, pad_batch, residue_frequencies
 from .attention import attention_implementation, attention_kernel
@@ -224,10 +225,36 @@ class Checkpoint:
         return fresh if saved is None else saved
 
     def save(self, model, optimizer, state: dict) -> None:
-        """Write settings, fingerprints, weights, optimiser and `state` through a temporary file (atomic)."""
-        with atomic_path(self.path) as temporary:
-            torch.save({"config": self.config.as_dict(), "data": self.data, "start": self.start,
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, temporary)
+        """Write settings, fingerprints, weights, optimiser and `state` through a temporary file (atomic); with several
+        ranks (whose weights are the same), rank 0 writes and the others wait for it."""
+        if _ranks()[0] == 0:
+            with atomic_path(self.path) as temporary:
+                torch.save({"config": self.config.as_dict(), "data": self.data, "start": self.start,
+                            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, temporary)
+        if _ranks()[1] > 1:
+            dist.barrier()
+
+
+def _ranks() -> tuple[int, int]:
+    """(rank, world size) of this process in its torch.distributed group; (0, 1) without one."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+
+
+def rank_share(batch: np.ndarray, rank: int, size: int) -> tuple[np.ndarray, float]:
+    """This rank's rows of a global batch and the factor that makes the ranks' averaged gradients the whole batch's
+    mean: each rank's mean loss times (its rows x ranks / the batch's rows). A rank left without a row takes the
+    batch's first at factor 0, so that it still joins the gradients' all-reduce."""
+    local = batch[rank::size]
+    return (local, len(local) * size / len(batch)) if len(local) else (batch[:1], 0.0)
+
+
+def _summed(value: float) -> float:
+    """`value` summed over the ranks (itself with one process)."""
+    if _ranks()[1] == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total.item())
 
 
 def training_step(model, forward, optimizer: torch.optim.Optimizer, input_ids: torch.Tensor, mask: torch.Tensor,
@@ -265,14 +292,16 @@ def train_epoch(model, forward, optimizer, tokens: list[list[int]], labels: np.n
     offset = state["step"] % steps_per_epoch
     total, examples = state.pop("epoch_loss", (0.0, 0)) if offset else (0.0, 0)
     started = time.perf_counter()
+    rank, size = _ranks()
     for batch in batches[offset:]:
-        input_ids, mask = pad_batch([tokens[i] for i in batch])
-        targets = torch.as_tensor(labels[batch], device=device)
-        loss = training_step(model, forward, optimizer, input_ids, mask, lambda logits: loss_fn(logits, targets),
+        local, factor = rank_share(batch, rank, size) if size > 1 else (batch, 1.0)  # one process: the whole batch
+        input_ids, mask = pad_batch([tokens[i] for i in local])
+        targets = torch.as_tensor(labels[local], device=device)
+        loss = training_step(model, forward, optimizer, input_ids, mask, lambda logits: loss_fn(logits, targets) * factor,
                              learning_rate_at(state["step"], total_steps, config), precision, config.grad_clip)
         state["step"] += 1
-        state["train_tokens"] += int(mask.sum())
-        total += loss * len(batch)
+        state["train_tokens"] += int(_summed(float(mask.sum())) if size > 1 else mask.sum())
+        total += _summed(loss * len(batch) / size) if size > 1 else loss * len(batch)
         examples += len(batch)
         mid_epoch = state["step"] % steps_per_epoch != 0
         stopping = stop_at is not None and state["step"] >= stop_at and mid_epoch
@@ -328,7 +357,11 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     with (attention_implementation(model, attention_kernel(resolve_precision(config.precision, device), device)),
           fused_gelu(config.fused_kernels)):
         model.train()
-        forward = CompiledForward(model) if config.torch_compile else model
+        if _ranks()[1] > 1:  # DistributedDataParallel all-reduces the gradients of every rank's share of a batch
+            forward = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
+        else:
+            forward = CompiledForward(model) if config.torch_compile else model
         while state["step"] < total_steps:
             epoch = state["step"] // steps_per_epoch
             batches = length_batches(lengths, config.max_tokens, np.random.default_rng([config.seed, epoch]))

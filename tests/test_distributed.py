@@ -114,3 +114,50 @@ def test_every_submodel_and_table_1_are_the_same_on_two_processes(single_and_sha
     for sharded in ranks:
         pd.testing.assert_frame_equal(sharded["sweep"], single["sweep"])
         pd.testing.assert_frame_equal(table1(sharded["sweep"], FRACTIONS), table1(single["sweep"], FRACTIONS))
+
+
+def _fine_tune(folder: str) -> dict:
+    """A few optimiser steps of notebook 02's loop (kn_utils.training.train) on the toy task; weights and losses."""
+    from kn_utils.training import TrainConfig, train
+
+    torch.manual_seed(0)
+    model, (sequences, labels) = _model(), _task(40)
+    config = TrainConfig(epochs=2, max_tokens=160, max_residues=64, warmup_steps=2, start_shift=0.0, seed=3,
+                         fused_kernels=False)
+    outcome = train(model, sequences, labels, sequences[:6], labels[:6], config, folder)
+    return {"weights": {name: value.detach().clone() for name, value in model.state_dict().items()},
+            "losses": [epoch["train_loss"] for epoch in outcome["history"]], "steps": outcome["step"],
+            "tokens": outcome["train_tokens"]}
+
+
+def _training_rank(rank: int, size: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    try:
+        result = _fine_tune(f"{out}.checkpoints")  # one folder: rank 0 writes the checkpoints
+        with open(f"{out}.{rank}", "wb") as handle:
+            pickle.dump(result, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_fine_tuning_on_two_processes_gives_the_single_process_weights(tmp_path):
+    from kn_utils.training import rank_share
+
+    batch = np.array([4, 9, 1])
+    shares = [rank_share(batch, rank, 2) for rank in range(2)]
+    assert [list(rows) for rows, _ in shares] == [[4, 1], [9]]
+    assert all(np.isclose(factor / (len(rows) * 2), 1 / 3) for rows, factor in shares)  # every example weighs 1 / 3
+    assert rank_share(np.array([7]), 1, 2) == (np.array([7]), 0.0)  # no row of its own: joins at factor 0
+    torch.set_num_threads(1)
+    single = _fine_tune(str(tmp_path / "single"))
+    mp.spawn(_training_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "result")), nprocs=2, join=True)
+    start = _model().state_dict()
+    assert any(not torch.equal(single["weights"][name], start[name]) for name in start)  # it trained
+    for rank in range(2):
+        with open(tmp_path / f"result.{rank}", "rb") as handle:
+            sharded = pickle.load(handle)
+        assert sharded["steps"] == single["steps"] and sharded["tokens"] == single["tokens"]
+        np.testing.assert_allclose(sharded["losses"], single["losses"], rtol=1e-5)
+        for name, value in single["weights"].items():
+            torch.testing.assert_close(sharded["weights"][name], value, rtol=1e-4, atol=1e-5)
