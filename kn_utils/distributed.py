@@ -14,9 +14,6 @@ import pandas as pd
 import torch
 import torch.distributed as dist
 
-from . import attribution, scoring
-from .ablation import run_sweep
-
 
 def world() -> tuple[int, int]:
     """(rank, world size) of this process: from the process group when one is up, else (0, 1)."""
@@ -40,6 +37,39 @@ def init_from_env(backend: str | None = None) -> tuple[int, int]:
 def is_main() -> bool:
     """Whether this process writes the results (rank 0, or the only process)."""
     return world()[0] == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing with one process): what rank 0 wrote is there for the others to read."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
+def local_device(preferred: str = "auto") -> torch.device:
+    """The device of this rank: its GPU (LOCAL_RANK) when torchrun started several ranks on CUDA, else `preferred`."""
+    from .model import select_device
+
+    device = select_device(preferred)
+    if device.type == "cuda" and world()[1] > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def rank_share(batch: np.ndarray, rank: int, size: int) -> tuple[np.ndarray, float]:
+    """This rank's rows of a global batch and the factor that makes the ranks' averaged gradients the whole batch's
+    mean: each rank's mean loss times (its rows x ranks / the batch's rows). A rank left without a row takes the
+    batch's first at factor 0, so that it still joins the gradients' all-reduce."""
+    local = batch[rank::size]
+    return (local, len(local) * size / len(batch)) if len(local) else (batch[:1], 0.0)
+
+
+def summed(value: float) -> float:
+    """`value` summed over the ranks (itself with one process)."""
+    if world()[1] == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total.item())
 
 
 def shard(lengths: np.ndarray, rank: int, size: int) -> np.ndarray:
@@ -70,6 +100,8 @@ def _my_examples(sequences: list[str], labels: np.ndarray) -> tuple[np.ndarray, 
 def activation_scores(model, sequences: list[str], labels: np.ndarray, max_residues: int, num_classes: int | None = None,
                       **options) -> dict[str, np.ndarray]:
     """scoring.activation_scores with the examples sharded across ranks: per-example rows gathered, means over all."""
+    from . import scoring
+
     if world()[1] == 1:
         return scoring.activation_scores(model, sequences, labels, max_residues, num_classes, **options)
     num_classes = num_classes or model.config.num_labels
@@ -84,6 +116,8 @@ def activation_scores(model, sequences: list[str], labels: np.ndarray, max_resid
 
 def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_residues: int, **options) -> dict:
     """attribution.integrated_gradients with the examples sharded across ranks; every per-example array gathered."""
+    from . import attribution
+
     if world()[1] == 1:
         return attribution.integrated_gradients(model, sequences, labels, max_residues, **options)
     mine, my_sequences, my_labels = _my_examples(sequences, labels)
@@ -94,6 +128,8 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
 def sweep(model, sequences: list[str], labels: np.ndarray, plan: list[dict], scores: pd.DataFrame, means: np.ndarray,
           max_residues: int, **options) -> pd.DataFrame:
     """ablation.run_sweep with the submodels dealt across ranks; every rank gets all rows, in the plan's order."""
+    from .ablation import run_sweep
+
     rank, size = world()
     if size == 1:
         return run_sweep(model, sequences, labels, plan, scores, means, max_residues, **options)

@@ -254,7 +254,13 @@ def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLi
     from .model_card import CARD_FILE, model_card
     from .training import weights_fingerprint
 
+    from .distributed import barrier
+    from .provenance import writer_rank
+
     folder = Path(folder)
+    if not writer_rank():  # with several ranks, rank 0 saves (their weights are the same) while the others wait
+        barrier()
+        return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     temporary = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
@@ -269,6 +275,7 @@ def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLi
     finally:
         if temporary.exists():
             shutil.rmtree(temporary)
+    barrier()
     return folder
 
 

@@ -19,6 +19,7 @@ from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import resolve_precision
+from .distributed import rank_share, summed, world
 from .inference import length_batches
 from .training import (Checkpoint, adamw, check_schedule, data_fingerprint, learning_rate_at, training_step,
                        weights_fingerprint)
@@ -117,6 +118,9 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
     with (attention_implementation(model, attention_kernel(precision, device)),  # the faster kernel of this precision
           fused_gelu(config.fused_kernels)):
         model.train()
+        rank, size = world()
+        forward = model if size == 1 else torch.nn.parallel.DistributedDataParallel(  # each rank a share of a batch
+            model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
         started = time.perf_counter()
         stopping = False
         while state["step"] < config.steps and not stopping:
@@ -126,14 +130,24 @@ def pretrain_mlm(model: EsmForMaskedLM, sequences: list[str], config: MLMConfig,
                 step = state["step"]
                 input_ids, attention_mask = pad_batch([tokens[i] for i in batch])
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-                inputs, labels = mask_tokens(input_ids, config.mask_fraction, generator)
-                targets = labels.to(device).flatten()
-                loss = training_step(model, model, optimizer, inputs, attention_mask,
-                                     lambda logits: torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets,
-                                                                                      ignore_index=-100),
+                inputs, labels = mask_tokens(input_ids, config.mask_fraction, generator)  # the whole batch's masks
+                if size == 1:
+                    targets = labels.to(device).flatten()
+                    loss_of = lambda logits: torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets,  # noqa: E731
+                                                                               ignore_index=-100)
+                else:  # this rank's rows; the masked-token mean of the whole batch, spread over the ranks
+                    rows, share = rank_share(np.arange(len(batch)), rank, size)
+                    masked = int((labels != -100).sum())
+                    inputs, attention_mask, targets = inputs[rows], attention_mask[rows], labels[rows].to(device).flatten()
+                    factor = 0.0 if share == 0 else size / max(masked, 1)  # a rank without rows joins at 0
+                    loss_of = lambda logits: torch.nn.functional.cross_entropy(  # noqa: E731
+                        logits.flatten(0, 1), targets, ignore_index=-100, reduction="sum") * factor
+                loss = training_step(model, forward, optimizer, inputs, attention_mask, loss_of,
                                      learning_rate_at(step, config.steps, config), precision, config.grad_clip)
+                if size > 1:
+                    loss = summed(loss) / size
                 state["step"] += 1
-                state["train_tokens"] += int(attention_mask.sum())
+                state["train_tokens"] += int(attention_mask.sum()) if size == 1 else int(summed(float(attention_mask.sum())))
                 state["window"] = [state["window"][0] + loss, state["window"][1] + 1]  # loss since the last log point
                 done = state["step"] >= config.steps
                 if state["step"] % config.log_every == 0 or done:

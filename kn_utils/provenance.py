@@ -19,9 +19,17 @@ PACKAGES = ("kn_utils", "torch", "transformers", "captum", "numpy", "pandas", "s
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def writer_rank() -> bool:
+    """Whether this process writes files: the only process, or rank 0 of a torch.distributed group."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`, renamed onto it only if the block succeeds."""
+    """Yield a temporary path beside `path`, renamed onto it only if the block succeeds; in a torch.distributed
+    group only rank 0's is renamed (every rank computed the same), the others' are removed."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
@@ -31,7 +39,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; results are meant to be shared
-        os.replace(temporary, target)
+        if writer_rank():
+            os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)

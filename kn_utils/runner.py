@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -143,6 +144,54 @@ def dataset_mismatches(run: Path, stage: str) -> list[str]:
             for path, checksum in recorded.items() if checksum and checksum != actual]
 
 
+def _runner_ranks() -> tuple[int, int]:
+    """(rank, world size) of this runner: under torchrun (WORLD_SIZE > 1) it joins the launch's group (gloo) to agree
+    with the other ranks on which stages run; (0, 1) otherwise."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        os.environ.setdefault("KN_BASE_PORT", os.environ.get("MASTER_PORT", "29500"))
+        dist.init_process_group("gloo")
+    return dist.get_rank(), size
+
+
+def _agreed(value, size: int):
+    """Rank 0's `value` on every rank (a barrier too); `value` itself with one process."""
+    if size == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _decide(run: Path, notebook: Path, key: str, target: Path, rerun: bool) -> tuple[bool, str | None]:
+    """(whether the stage is up to date, why it cannot run, if it cannot): the runner's checks before a stage."""
+    mismatches = dataset_mismatches(run, notebook.name[:2])
+    if mismatches:
+        return False, (f"{notebook.name}: " + "; ".join(mismatches) + ". The dataset was rebuilt after the stages that "
+                       "read it: run again from the stage that wrote the stale file (01 or 02)")
+    if not rerun and stage_is_current(run, notebook, key, target):
+        return True, None
+    unfinished = unfinished_inputs(run, notebook.name[:2])
+    if unfinished:
+        return False, (f"{notebook.name} reads what earlier stages wrote, but " + "; ".join(why for _, why in unfinished)
+                       + f". Run from stage {min(stage for stage, _ in unfinished)} first (--from)")
+    return False, None
+
+
+def _kernel_group(notebook: Path, size: int) -> None:
+    """Under torchrun, each stage's kernels (children of the ranks' runners) form a group of their own, on a port of
+    their own: the launch's port plus the stage number."""
+    if size > 1:
+        os.environ["MASTER_PORT"] = str(int(os.environ["KN_BASE_PORT"]) + int(notebook.name[:2]))
+        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"  # the kernels' rank 0 hosts their store
+
+
 def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
                 overrides: dict | None = None, log_output: bool = False, rerun: bool = False) -> list[Path]:
     """Execute the notebooks of a profile in order, each generated from its source; executed copies go to `output_dir`
@@ -154,6 +203,7 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
     import papermill
 
     profile_name = Path(profile).stem
+    rank, size = _runner_ranks()
     for variable in (MIRROR_ENV, RUNS_ENV):  # kernels run in notebooks/: make a relative path absolute first
         if os.environ.get(variable):
             os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
@@ -166,34 +216,37 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
             continue
         if any(notebook.name[:2] in shared for notebook, _ in plan):  # brought up to date in the source run first
             run_profile(named_profile(profile, source), last=shared[-1], log_output=log_output)
-        share_stages(run_dir(Path(source).stem), run, shared)
+        if rank == 0:
+            share_stages(run_dir(Path(source).stem), run, shared)
+        _agreed(None, size)
         plan = [(notebook, parameters) for notebook, parameters in plan if notebook.name[:2] not in shared]
     output_dir = Path(output_dir) if output_dir else run / "notebooks"
+    if rank:  # under torchrun, rank 0 keeps the executed notebooks and the stamps; the other ranks compute
+        output_dir = Path(tempfile.mkdtemp(prefix=f"kn-rank{rank}-"))
     output_dir.mkdir(parents=True, exist_ok=True)
     executed = []
     for notebook, parameters in plan:
         started = time.perf_counter()
         target = output_dir / f"{notebook.stem}.ipynb"
-        mismatches = dataset_mismatches(run, notebook.name[:2])
-        if mismatches:
-            raise RuntimeError(f"{notebook.name}: " + "; ".join(mismatches) + ". The dataset was rebuilt after the stages "
-                               "that read it: run again from the stage that wrote the stale file (01 or 02)")
         compared = [parameters.get("compare_profile"), *parameters.get("split_profiles", [])]
         key = stage_key(run, notebook, parameters, tuple(runs_root() / other for other in compared if other))
-        if not rerun and stage_is_current(run, notebook, key, target):
+        current, problem = _agreed(_decide(run, notebook, key, target, rerun) if rank == 0 else None, size)
+        if problem:
+            raise RuntimeError(problem)
+        if current:
             print(f"[{profile_name}] {notebook.name} up to date ({stamp_path(run, notebook)}), skipped", flush=True)
             executed.append(target)
             continue
-        unfinished = unfinished_inputs(run, notebook.name[:2])
-        if unfinished:
-            raise RuntimeError(f"{notebook.name} reads what earlier stages wrote, but " + "; ".join(why for _, why in unfinished)
-                               + f". Run from stage {min(stage for stage, _ in unfinished)} first (--from)")
         print(f"[{profile_name}] {notebook.name} ...", flush=True)
-        clear_stamp(run, notebook)
-        files_before = run_files(run)
+        if rank == 0:
+            clear_stamp(run, notebook)
+            files_before = run_files(run)
+        _kernel_group(notebook, size)
         papermill.execute_notebook(notebook_node(notebook), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
                                    kernel_name="python3", progress_bar=False, log_output=log_output)
-        write_stamp(run, notebook, key, target, time.perf_counter() - started, written_files(files_before, run_files(run)))
+        if rank == 0:
+            write_stamp(run, notebook, key, target, time.perf_counter() - started, written_files(files_before, run_files(run)))
+        _agreed(None, size)  # every rank waits for the stamp
         print(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s", flush=True)
         executed.append(target)
     return executed

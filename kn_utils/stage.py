@@ -24,9 +24,12 @@ class Stage:
 
     def __init__(self, name: str, parameters: dict) -> None:
         """Open the run folder; nothing else is read until asked for."""
+        from .distributed import init_from_env
+
         self.name, self.parameters = name, parameters
         self.run = run_dir(parameters["profile"])
         self.started = time.perf_counter()
+        self.rank, self.world_size = init_from_env()  # (0, 1) unless torchrun started several ranks
 
     # --- inputs written by earlier stages -------------------------------------------------------------------------
     def result(self, stage: str) -> dict:
@@ -178,9 +181,9 @@ class Stage:
     @cached_property
     def device(self):
         """The device the `device` parameter names (auto: CUDA when present, else CPU)."""
-        from .model import select_device
+        from .distributed import local_device
 
-        return select_device(self.parameters.get("device", "auto"))
+        return local_device(self.parameters.get("device", "auto"))
 
     @cached_property
     def precision(self) -> str:
@@ -278,9 +281,14 @@ class Stage:
         if weights is not None:  # notebook 01's dataset precedes any model
             checksum["weights_sha256"] = weights
         device = None if info is None else str(self.device)
-        return provenance.write_result(self.run, name, figures, recorded, device=device,
-                                       model=None if info is None else info.as_dict(),
-                                       inputs={**checksum, **(inputs or {})})
+        if self.world_size > 1:
+            figures["world_size"] = self.world_size
+        path = provenance.write_result(self.run, name, figures, recorded, device=device,
+                                       model=None if info is None else info.as_dict(), inputs={**checksum, **(inputs or {})})
+        from .distributed import barrier
+
+        barrier()  # the next stage's ranks read what rank 0 wrote
+        return path
 
 
 def open_stage(name: str, namespace: dict) -> Stage:

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from .alphabet import encode, pad_batch, residue_frequencies
 from .attention import attention_implementation, attention_kernel
 from .inference import autocast, length_batches, predict_logits
 from .kernels import fused_gelu
 from .model import PRECISIONS, pooling_of, resolve_precision
+from .distributed import barrier, rank_share, summed, world
 from .provenance import atomic_path
 
 MAX_START_SHIFT = 20  # residues a chain's start moves at most (shift_start)
@@ -227,34 +227,11 @@ class Checkpoint:
     def save(self, model, optimizer, state: dict) -> None:
         """Write settings, fingerprints, weights, optimiser and `state` through a temporary file (atomic); with several
         ranks (whose weights are the same), rank 0 writes and the others wait for it."""
-        if _ranks()[0] == 0:
+        if world()[0] == 0:
             with atomic_path(self.path) as temporary:
                 torch.save({"config": self.config.as_dict(), "data": self.data, "start": self.start,
                             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state}, temporary)
-        if _ranks()[1] > 1:
-            dist.barrier()
-
-
-def _ranks() -> tuple[int, int]:
-    """(rank, world size) of this process in its torch.distributed group; (0, 1) without one."""
-    return (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-
-
-def rank_share(batch: np.ndarray, rank: int, size: int) -> tuple[np.ndarray, float]:
-    """This rank's rows of a global batch and the factor that makes the ranks' averaged gradients the whole batch's
-    mean: each rank's mean loss times (its rows x ranks / the batch's rows). A rank left without a row takes the
-    batch's first at factor 0, so that it still joins the gradients' all-reduce."""
-    local = batch[rank::size]
-    return (local, len(local) * size / len(batch)) if len(local) else (batch[:1], 0.0)
-
-
-def _summed(value: float) -> float:
-    """`value` summed over the ranks (itself with one process)."""
-    if _ranks()[1] == 1:
-        return value
-    total = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(total)
-    return float(total.item())
+        barrier()
 
 
 def training_step(model, forward, optimizer: torch.optim.Optimizer, input_ids: torch.Tensor, mask: torch.Tensor,
@@ -292,7 +269,7 @@ def train_epoch(model, forward, optimizer, tokens: list[list[int]], labels: np.n
     offset = state["step"] % steps_per_epoch
     total, examples = state.pop("epoch_loss", (0.0, 0)) if offset else (0.0, 0)
     started = time.perf_counter()
-    rank, size = _ranks()
+    rank, size = world()
     for batch in batches[offset:]:
         local, factor = rank_share(batch, rank, size) if size > 1 else (batch, 1.0)  # one process: the whole batch
         input_ids, mask = pad_batch([tokens[i] for i in local])
@@ -300,8 +277,8 @@ def train_epoch(model, forward, optimizer, tokens: list[list[int]], labels: np.n
         loss = training_step(model, forward, optimizer, input_ids, mask, lambda logits: loss_fn(logits, targets) * factor,
                              learning_rate_at(state["step"], total_steps, config), precision, config.grad_clip)
         state["step"] += 1
-        state["train_tokens"] += int(_summed(float(mask.sum())) if size > 1 else mask.sum())
-        total += _summed(loss * len(batch) / size) if size > 1 else loss * len(batch)
+        state["train_tokens"] += int(summed(float(mask.sum())) if size > 1 else mask.sum())
+        total += summed(loss * len(batch) / size) if size > 1 else loss * len(batch)
         examples += len(batch)
         mid_epoch = state["step"] % steps_per_epoch != 0
         stopping = stop_at is not None and state["step"] >= stop_at and mid_epoch
@@ -357,7 +334,7 @@ def train(model, train_sequences: list[str], train_labels: np.ndarray, eval_sequ
     with (attention_implementation(model, attention_kernel(resolve_precision(config.precision, device), device)),
           fused_gelu(config.fused_kernels)):
         model.train()
-        if _ranks()[1] > 1:  # DistributedDataParallel all-reduces the gradients of every rank's share of a batch
+        if world()[1] > 1:  # DistributedDataParallel all-reduces the gradients of every rank's share of a batch
             forward = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=True)
         else:

@@ -26,7 +26,7 @@ max_tokens = 16384      # tokens per forward pass
 
 # %%
 from IPython.display import display
-from kn_utils import plots, scoring
+from kn_utils import distributed, plots, scoring
 from kn_utils.stage import open_stage
 
 stage = open_stage("03_activations", globals())
@@ -36,7 +36,7 @@ print(f"{index.n_layers} layers x {index.layer_size:,} {index.family} units ({',
       f"neurons; {len(stage.test_set)} test sequences")
 
 # %%
-activations = scoring.activation_scores(stage.model, stage.sequences, stage.labels, stage.max_residues, max_tokens=max_tokens)
+activations = distributed.activation_scores(stage.model, stage.sequences, stage.labels, stage.max_residues, max_tokens=max_tokens)
 table = scoring.score_table(index, {"activation": activations["mean"]})
 table.sort_values("activation", ascending=False).head(10).round(4)
 

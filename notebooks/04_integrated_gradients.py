@@ -52,7 +52,7 @@ import time
 
 import numpy as np
 from IPython.display import display
-from kn_utils import attribution, plots, scoring
+from kn_utils import attribution, distributed, plots, scoring
 from kn_utils.stage import open_stage
 
 stage = open_stage("04_integrated_gradients", globals())
@@ -64,7 +64,7 @@ index = stage.index
 started = time.perf_counter()
 adaptive = {"steps": steps, "rule": rule, "panels": panels, "probes": probes, "tolerance": tolerance, "max_depth": max_depth,
             "absolute_tolerance": absolute_tolerance, "neuron_tolerance": neuron_tolerance, "precision": stage.precision}
-ig = attribution.integrated_gradients(stage.model, stage.sequences, stage.labels, stage.max_residues, max_tokens=max_tokens, **adaptive)
+ig = distributed.integrated_gradients(stage.model, stage.sequences, stage.labels, stage.max_residues, max_tokens=max_tokens, **adaptive)
 ig_seconds = time.perf_counter() - started
 print(f"IG over {len(stage.sequences)} examples x {index.size:,} neurons in {ig_seconds:.0f} s ({len(stage.sequences) / ig_seconds:.2f} examples/s)")
 

@@ -31,7 +31,7 @@ speed_examples = 256    # test sequences timed for the evaluation-speed check
 
 # %%
 from IPython.display import display
-from kn_utils import ablation, metrics, plots
+from kn_utils import ablation, distributed, metrics, plots
 from kn_utils.stage import open_stage
 
 stage = open_stage("05_ablation", globals())
@@ -56,9 +56,9 @@ print(f"plain {speed['plain_sequences_per_s']:.0f} seq/s, submodel {speed['submo
 # %% tags=["nbval-ignore-output"]
 # NBVAL_IGNORE_OUTPUT  (timing)
 plan = ablation.plan_sweep(keep_fractions, random_seeds, curve_fractions, mean_ablation="head" not in stage.index.kinds)
-results = ablation.run_sweep(stage.model, stage.sequences, stage.labels, plan, stage.scores(),
-                             stage.arrays("activations")["mean_signed"], stage.max_residues, precision=stage.precision,
-                             max_tokens=max_tokens)
+results = distributed.sweep(stage.model, stage.sequences, stage.labels, plan, stage.scores(),
+                            stage.arrays("activations")["mean_signed"], stage.max_residues, precision=stage.precision,
+                            max_tokens=max_tokens)
 print(f"{len(results)} submodels")
 
 # %% [markdown]

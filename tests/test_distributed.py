@@ -142,7 +142,7 @@ def _training_rank(rank: int, size: int, init_file: str, out: str) -> None:
 
 
 def test_fine_tuning_on_two_processes_gives_the_single_process_weights(tmp_path):
-    from kn_utils.training import rank_share
+    from kn_utils.distributed import rank_share
 
     batch = np.array([4, 9, 1])
     shares = [rank_share(batch, rank, 2) for rank in range(2)]
@@ -158,6 +158,43 @@ def test_fine_tuning_on_two_processes_gives_the_single_process_weights(tmp_path)
         with open(tmp_path / f"result.{rank}", "rb") as handle:
             sharded = pickle.load(handle)
         assert sharded["steps"] == single["steps"] and sharded["tokens"] == single["tokens"]
+        np.testing.assert_allclose(sharded["losses"], single["losses"], rtol=1e-5)
+        for name, value in single["weights"].items():
+            torch.testing.assert_close(sharded["weights"][name], value, rtol=1e-4, atol=1e-5)
+
+
+def _warm_up(folder: str) -> dict:
+    """A few steps of the masked-language warm start (kn_utils.pretraining.pretrain_mlm) on the toy chains."""
+    from kn_utils.pretraining import MLMConfig, masked_lm, pretrain_mlm
+
+    torch.manual_seed(0)
+    config = esm2_config(num_labels=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32)
+    model, (sequences, _) = masked_lm(config, 0), _task(40)
+    outcome = pretrain_mlm(model, sequences, MLMConfig(steps=6, max_tokens=160, max_residues=64, warmup_steps=2, log_every=2,
+                                                     fused_kernels=False), folder)
+    return {"weights": {name: value.detach().clone() for name, value in model.state_dict().items()},
+            "losses": [point["loss"] for point in outcome["history"]], "tokens": outcome["train_tokens"]}
+
+
+def _mlm_rank(rank: int, size: int, init_file: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
+    try:
+        result = _warm_up(f"{out}.checkpoints")
+        with open(f"{out}.{rank}", "wb") as handle:
+            pickle.dump(result, handle)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_mlm_warm_start_on_two_processes_gives_the_single_process_weights(tmp_path):
+    torch.set_num_threads(1)
+    single = _warm_up(str(tmp_path / "single"))
+    mp.spawn(_mlm_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "result")), nprocs=2, join=True)
+    for rank in range(2):
+        with open(tmp_path / f"result.{rank}", "rb") as handle:
+            sharded = pickle.load(handle)
+        assert sharded["tokens"] == single["tokens"]  # each rank ran its share only: the sum is the batches' tokens
         np.testing.assert_allclose(sharded["losses"], single["losses"], rtol=1e-5)
         for name, value in single["weights"].items():
             torch.testing.assert_close(sharded["weights"][name], value, rtol=1e-4, atol=1e-5)

@@ -436,3 +436,31 @@ def test_a_profile_with_data_from_trains_another_seed_on_the_same_split(three_cl
     ours, theirs = (json.loads((folder / "finetune.json").read_text())["provenance"] for folder in (run, source))
     assert ours["inputs"]["dataset_sha256"] == theirs["inputs"]["dataset_sha256"]
     assert ours["inputs"]["weights_sha256"] != theirs["inputs"]["weights_sha256"] and ours["parameters"]["seed"] == 1
+
+
+def test_two_ranks_under_torchrun_score_as_one_process_does(three_class_profile):
+    """`torchrun --nproc-per-node 2 -m kn_utils run`: the ranks shard notebook 03's examples (gloo on CPU), rank 0 alone
+    writes results and stamps, and the scores equal the single-process run's (same weights via model_from)."""
+    import socket
+    import subprocess
+    import sys
+
+    profile = three_class_profile.parent / "three-ranks.yaml"
+    profile.write_text("extends: three\nmodel_from: three\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+               "--master-port", str(port), "-m", "kn_utils", "run", "--profile", str(profile), "--to", "03"]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run, single = run_dir("three-ranks"), run_dir("three")
+    result = json.loads((run / "activations.json").read_text())
+    assert result["world_size"] == 2 and (run / "stages" / "03_activations.json").exists()
+    assert result["provenance"]["inputs"]["weights_sha256"] == json.loads((single / "activations.json").read_text())[
+        "provenance"]["inputs"]["weights_sha256"]
+    assert sorted(path.name for path in (run / "notebooks").iterdir()) == ["03_activations.ipynb"]
+    with np.load(run / "activations.npz") as ranks, np.load(single / "activations.npz") as one:
+        assert set(ranks.files) == set(one.files)
+        for name in one.files:
+            np.testing.assert_allclose(ranks[name], one[name], rtol=1e-5, atol=1e-8)
