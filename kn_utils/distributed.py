@@ -1,93 +1,20 @@
-"""Data-parallel scoring and sweeps over torch.distributed: ranks launched by `torchrun`, examples or submodels
-sharded across them, every rank's rows gathered back in the original order.
+"""Data-parallel scoring and sweeps over torch.distributed: examples or submodels dealt across the ranks `torchrun`
+starts (`ranks`), every rank's rows gathered back in the original order.
 
-One process (no process group, no WORLD_SIZE in the environment) is the default: each function then calls the
-single-process one it wraps, unchanged. With N ranks every rank returns the same, complete result (to float
-tolerance: a shard batches its examples with other neighbours, so padding and summation order differ).
+One process is the default: each function then calls the single-process one it wraps, unchanged. With N ranks every
+rank returns the same, complete result (to float tolerance: a shard batches its examples with other neighbours, so
+padding and summation order differ).
 """
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
 
-
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: from the process group when one is up, else (0, 1)."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def init_from_env(backend: str | None = None) -> tuple[int, int]:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR/PORT), when WORLD_SIZE > 1: nccl
-    with one GPU per rank (LOCAL_RANK) where CUDA is present, else gloo; (rank, world size)."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size > 1 and not dist.is_initialized():
-        cuda = torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
-    return world()
-
-
-def is_main() -> bool:
-    """Whether this process writes the results (rank 0, or the only process)."""
-    return world()[0] == 0
-
-
-def barrier() -> None:
-    """Wait for every rank (nothing with one process): what rank 0 wrote is there for the others to read."""
-    if world()[1] > 1:
-        dist.barrier()
-
-
-def local_device(preferred: str = "auto") -> torch.device:
-    """The device of this rank: its GPU (LOCAL_RANK) when torchrun started several ranks on CUDA, else `preferred`."""
-    from .model import select_device
-
-    device = select_device(preferred)
-    if device.type == "cuda" and world()[1] > 1:
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
-
-
-def rank_share(batch: np.ndarray, rank: int, size: int) -> tuple[np.ndarray, float]:
-    """This rank's rows of a global batch and the factor that makes the ranks' averaged gradients the whole batch's
-    mean: each rank's mean loss times (its rows x ranks / the batch's rows). A rank left without a row takes the
-    batch's first at factor 0, so that it still joins the gradients' all-reduce."""
-    local = batch[rank::size]
-    return (local, len(local) * size / len(batch)) if len(local) else (batch[:1], 0.0)
-
-
-def summed(value: float) -> float:
-    """`value` summed over the ranks (itself with one process)."""
-    if world()[1] == 1:
-        return value
-    total = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(total)
-    return float(total.item())
-
-
-def shard(lengths: np.ndarray, rank: int, size: int) -> np.ndarray:
-    """This rank's example indices: the examples sorted by length and dealt round-robin, so ranks get equal work."""
-    return np.sort(np.argsort(np.asarray(lengths), kind="stable")[rank::size])
-
-
-def gather_rows(local: np.ndarray | None, mine: np.ndarray, count: int) -> np.ndarray | None:
-    """Every rank's rows (first axis: its examples `mine`) in the original order of `count` examples, on every rank."""
-    parts = [None] * world()[1]
-    dist.all_gather_object(parts, (mine, local))
-    if any(rows is None for _, rows in parts):
-        return None
-    first = next(rows for _, rows in parts)
-    whole = np.empty((count, *first.shape[1:]), dtype=first.dtype)
-    for indices, rows in parts:
-        whole[indices] = rows
-    return whole
+from . import attribution, scoring
+from .ablation import run_sweep
+from .ranks import gather_rows, shard, world
 
 
 def _my_examples(sequences: list[str], labels: np.ndarray) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -100,8 +27,6 @@ def _my_examples(sequences: list[str], labels: np.ndarray) -> tuple[np.ndarray, 
 def activation_scores(model, sequences: list[str], labels: np.ndarray, max_residues: int, num_classes: int | None = None,
                       **options) -> dict[str, np.ndarray]:
     """scoring.activation_scores with the examples sharded across ranks: per-example rows gathered, means over all."""
-    from . import scoring
-
     if world()[1] == 1:
         return scoring.activation_scores(model, sequences, labels, max_residues, num_classes, **options)
     num_classes = num_classes or model.config.num_labels
@@ -116,8 +41,6 @@ def activation_scores(model, sequences: list[str], labels: np.ndarray, max_resid
 
 def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_residues: int, **options) -> dict:
     """attribution.integrated_gradients with the examples sharded across ranks; every per-example array gathered."""
-    from . import attribution
-
     if world()[1] == 1:
         return attribution.integrated_gradients(model, sequences, labels, max_residues, **options)
     mine, my_sequences, my_labels = _my_examples(sequences, labels)
@@ -128,8 +51,6 @@ def integrated_gradients(model, sequences: list[str], labels: np.ndarray, max_re
 def sweep(model, sequences: list[str], labels: np.ndarray, plan: list[dict], scores: pd.DataFrame, means: np.ndarray,
           max_residues: int, **options) -> pd.DataFrame:
     """ablation.run_sweep with the submodels dealt across ranks; every rank gets all rows, in the plan's order."""
-    from .ablation import run_sweep
-
     rank, size = world()
     if size == 1:
         return run_sweep(model, sequences, labels, plan, scores, means, max_residues, **options)

@@ -254,7 +254,7 @@ def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLi
     from .model_card import CARD_FILE, model_card
     from .training import weights_fingerprint
 
-    from .distributed import barrier
+    from .ranks import barrier
     from .provenance import writer_rank
 
     folder = Path(folder)

@@ -19,7 +19,7 @@ from .alphabet import CLS_ID, EOS_ID, MASK_ID, PAD_ID, STANDARD_RESIDUES, TOKEN_
 from .attention import attention_implementation, attention_kernel
 from .kernels import fused_gelu
 from .model import resolve_precision
-from .distributed import rank_share, summed, world
+from .ranks import rank_share, summed, world
 from .inference import length_batches
 from .training import (Checkpoint, adamw, check_schedule, data_fingerprint, learning_rate_at, training_step,
                        weights_fingerprint)

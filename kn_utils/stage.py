@@ -24,7 +24,7 @@ class Stage:
 
     def __init__(self, name: str, parameters: dict) -> None:
         """Open the run folder; nothing else is read until asked for."""
-        from .distributed import init_from_env
+        from .ranks import init_from_env
 
         self.name, self.parameters = name, parameters
         self.run = run_dir(parameters["profile"])
@@ -181,7 +181,7 @@ class Stage:
     @cached_property
     def device(self):
         """The device the `device` parameter names (auto: CUDA when present, else CPU)."""
-        from .distributed import local_device
+        from .ranks import local_device
 
         return local_device(self.parameters.get("device", "auto"))
 
@@ -285,7 +285,7 @@ class Stage:
             figures["world_size"] = self.world_size
         path = provenance.write_result(self.run, name, figures, recorded, device=device,
                                        model=None if info is None else info.as_dict(), inputs={**checksum, **(inputs or {})})
-        from .distributed import barrier
+        from .ranks import barrier
 
         barrier()  # the next stage's ranks read what rank 0 wrote
         return path

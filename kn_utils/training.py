@@ -21,7 +21,7 @@ from .attention import attention_implementation, attention_kernel
 from .inference import autocast, length_batches, predict_logits
 from .kernels import fused_gelu
 from .model import PRECISIONS, pooling_of, resolve_precision
-from .distributed import barrier, rank_share, summed, world
+from .ranks import barrier, rank_share, summed, world
 from .provenance import atomic_path
 
 MAX_START_SHIFT = 20  # residues a chain's start moves at most (shift_start)

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from kn_utils import distributed
+from kn_utils import distributed, ranks
 from kn_utils.ablation import plan_sweep, table1
 from kn_utils.model import esm2_config, random_classifier
 from kn_utils.neurons import NeuronIndex
@@ -59,7 +59,7 @@ def _rank(rank: int, size: int, init_file: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=size)
     try:
-        assert distributed.world() == (rank, size) and distributed.is_main() == (rank == 0)
+        assert ranks.world() == (rank, size) and ranks.is_main() == (rank == 0)
         result = _study()
         with open(f"{out}.{rank}", "wb") as handle:
             pickle.dump(result, handle)
@@ -82,13 +82,13 @@ def single_and_sharded(tmp_path_factory) -> tuple[dict, list[dict]]:
 
 def test_shards_split_the_examples_evenly_by_length_and_cover_each_once():
     lengths = np.array([5, 50, 7, 49, 6, 48, 8, 47])
-    shards = [distributed.shard(lengths, rank, 2) for rank in range(2)]
+    shards = [ranks.shard(lengths, rank, 2) for rank in range(2)]
     assert sorted(np.concatenate(shards)) == list(range(8)) and len(shards[0]) == len(shards[1])
     assert abs(lengths[shards[0]].sum() - lengths[shards[1]].sum()) <= lengths.max() - lengths.min()
 
 
 def test_one_process_is_the_single_process_code():
-    assert distributed.world() == (0, 1) and distributed.is_main()
+    assert ranks.world() == (0, 1) and ranks.is_main()
 
 
 def test_activation_scores_are_the_same_on_two_processes(single_and_sharded):
@@ -142,7 +142,7 @@ def _training_rank(rank: int, size: int, init_file: str, out: str) -> None:
 
 
 def test_fine_tuning_on_two_processes_gives_the_single_process_weights(tmp_path):
-    from kn_utils.distributed import rank_share
+    from kn_utils.ranks import rank_share
 
     batch = np.array([4, 9, 1])
     shares = [rank_share(batch, rank, 2) for rank in range(2)]
