@@ -146,16 +146,27 @@ def dataset_mismatches(run: Path, stage: str) -> list[str]:
 
 def _runner_ranks() -> tuple[int, int]:
     """(rank, world size) of this runner: under torchrun (WORLD_SIZE > 1) it joins the launch's group (gloo) to agree
-    with the other ranks on which stages run; (0, 1) otherwise."""
+    with the other ranks on which stages run, and leaves it at exit; (0, 1) otherwise."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return 0, 1
+    import atexit
+
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        os.environ.setdefault("KN_BASE_PORT", os.environ.get("MASTER_PORT", "29500"))
         dist.init_process_group("gloo")
+        atexit.register(_leave_group)
     return dist.get_rank(), size
+
+
+def _leave_group() -> None:
+    """Destroy the runner's process group: a process that exits with it alive can abort in gloo's threads at
+    interpreter shutdown (SIGABRT, "terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _agreed(value, size: int):
@@ -184,12 +195,38 @@ def _decide(run: Path, notebook: Path, key: str, target: Path, rerun: bool) -> t
     return False, None
 
 
-def _kernel_group(notebook: Path, size: int) -> None:
-    """Under torchrun, each stage's kernels (children of the ranks' runners) form a group of their own, on a port of
-    their own: the launch's port plus the stage number."""
-    if size > 1:
-        os.environ["MASTER_PORT"] = str(int(os.environ["KN_BASE_PORT"]) + int(notebook.name[:2]))
-        os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"  # the kernels' rank 0 hosts their store
+def _free_port() -> int:
+    """A TCP port free on this host now, below the system's ephemeral range: the ports the kernels' ZeroMQ sockets
+    take (the system's picks) can then never collide with it."""
+    import random
+    import socket
+
+    try:
+        lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        lowest = 32768
+    for port in random.Random().sample(range(max(lowest - 12000, 1024), lowest), 200):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free TCP port below {lowest} for the kernels' process group")
+
+
+def _kernel_group(rank: int, size: int) -> None:
+    """Under torchrun, each stage's kernels (children of the ranks' runners) form a group of their own, hosted by rank
+    0's kernel: on a port rank 0's runner found free on its host, at its host's name when the ranks span nodes."""
+    if size == 1:
+        return
+    import socket
+
+    one_node = os.environ.get("LOCAL_WORLD_SIZE") == os.environ.get("WORLD_SIZE")
+    mine = (os.environ.get("MASTER_ADDR", "127.0.0.1") if one_node else socket.getfqdn(), _free_port()) if rank == 0 else None
+    os.environ["MASTER_ADDR"], port = _agreed(mine, size)
+    os.environ["MASTER_PORT"] = str(port)
+    os.environ["TORCHELASTIC_USE_AGENT_STORE"] = "False"  # the kernels' rank 0 hosts their store
 
 
 def run_profile(profile: str, first: str | None = None, last: str | None = None, output_dir: str | os.PathLike | None = None,
@@ -241,7 +278,7 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         if rank == 0:
             clear_stamp(run, notebook)
             files_before = run_files(run)
-        _kernel_group(notebook, size)
+        _kernel_group(rank, size)
         papermill.execute_notebook(notebook_node(notebook), str(target), parameters=parameters, cwd=str(NOTEBOOKS_DIR),
                                    kernel_name="python3", progress_bar=False, log_output=log_output)
         if rank == 0:
