@@ -87,6 +87,12 @@ def quick_run() -> Path:
     return run
 
 
+def _shape(run: Path) -> tuple[int, int]:
+    """(layers, width) of a run's model."""
+    config = json.loads((run / "model" / "config.json").read_text())
+    return config["num_hidden_layers"], config["hidden_size"]
+
+
 @pytest.fixture(scope="module")
 def results(quick_run) -> dict[str, dict]:
     return {stage: json.loads((quick_run / f"{stage}.json").read_text()) for stage in STAGES.values()}
@@ -154,8 +160,10 @@ def test_scores_cover_every_neuron(quick_run, results):
     import pandas as pd
 
     table = pd.read_parquet(quick_run / "neuron_scores.parquet")
-    assert len(table) == 5760 == results["activations"]["n_neurons"] == results["integrated_gradients"]["n_neurons"]
-    assert table.groupby(["layer", "projection"]).size().eq(320).all()
+    layers, width = _shape(quick_run)
+    assert len(table) == layers * 3 * width == results["activations"]["n_neurons"] == results["integrated_gradients"][
+        "n_neurons"]
+    assert table.groupby(["layer", "projection"]).size().eq(width).all() and table["layer"].nunique() == layers
     assert (table["activation"] > 0).all() and (table["ig_absolute"] >= table["ig_signed"].abs() - 1e-9).all()
     ig = results["integrated_gradients"]
     # Each example within the quick profile's tolerance, in relative or absolute terms (tests/test_attribution.py
@@ -215,7 +223,7 @@ def test_comparing_a_run_with_itself_gives_identity(quick_run):
     assert run_available(quick_run)
     heads = headline(pair)
     assert heads["a"].equals(heads["b"]) and heads.loc["split", "a"] == "random"
-    overlap = selection_overlap(pair, NeuronIndex(6, 320), [0.5, 0.99])
+    overlap = selection_overlap(pair, NeuronIndex(*_shape(quick_run)), [0.5, 0.99])
     assert (overlap["jaccard"] == 1).all() and (overlap["random_jaccard"] < 0.5).all()
     assert (overlap["a: key"] == overlap["b: key"]).all()
     tables = table1_side_by_side(pair, [0.5, 0.25, 0.1, 0.01])
@@ -270,7 +278,7 @@ def test_report_renders_the_homology_comparison(quick_run, tmp_path):
     pair = {"quick": quick_run, "again": quick_run}
     record = json.loads((tmp_path / "class_neurons.json").read_text())
     record["comparison"] = {"profile": "again", "headline": headline(pair).to_dict(),
-                            "selection_overlap": selection_overlap(pair, NeuronIndex(6, 320), [0.9]).to_dict("records"),
+                            "selection_overlap": selection_overlap(pair, NeuronIndex(*_shape(quick_run)), [0.9]).to_dict("records"),
                             "table1": table1_side_by_side(pair, [0.5, 0.25, 0.1, 0.01]).reset_index().to_dict("records")}
     (tmp_path / "class_neurons.json").write_text(json.dumps(record))
     text = render(tmp_path)
@@ -410,13 +418,14 @@ def test_readme_sets_another_family_beside_the_record_only_on_the_same_weights(q
     for stage in STAGES.values():
         shutil.copy(quick_run / f"{stage}.json", results)
     ffn = json.loads((quick_run / "ablation.json").read_text())
+    qkv = next(row["n_kept"] for row in ffn["submodels"] if row["method"] == "full")
     ffn["provenance"]["parameters"]["family"] = "ffn"
     for row in ffn["submodels"]:  # this family keeps everything the full model has under IG
-        row["n_kept"] = 7680 if row["method"] == "full" else row["n_kept"]
+        row["n_kept"] = 2 * qkv if row["method"] == "full" else row["n_kept"]
         row["accuracy"] = 0.99 if row["method"] == "ig_signed" else row["accuracy"]
     (results / "quick-ffn" / "ablation.json").write_text(json.dumps(ffn))
     section = render(results).split("### Neuron families on one model")[1].split("###")[0]
-    assert "qkv: 5,760 units, ffn: 7,680 units" in section
+    assert f"qkv: {qkv:,} units, ffn: {2 * qkv:,} units" in section
     winners = section.split("The family that keeps more accuracy")[1]
     assert all(line.split("|")[2].strip() == "ffn" for line in winners.splitlines() if line.startswith("| 50%"))
     ffn["provenance"]["inputs"]["weights_sha256"] = "0" * 64

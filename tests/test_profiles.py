@@ -1,4 +1,5 @@
-"""One source of defaults: the notebooks' parameters cells are the quick profile, and kn_utils' configs agree with them."""
+"""One source of defaults: the notebooks' parameters cells are the quick profile (on a CI-size model), and kn_utils'
+configs agree with them."""
 import ast
 import dataclasses
 
@@ -14,8 +15,10 @@ def _defaults(stage: str) -> dict:
     return {name: ast.literal_eval(spec["default"]) for name, spec in declared_parameters(source_of(stage)).items()}
 
 
-def test_the_quick_profile_is_the_notebooks_own_defaults():
-    assert load_profile("quick") == {}, "quick.yaml must set nothing: change the notebook's parameters cell instead"
+def test_the_quick_profile_is_the_notebooks_own_defaults_on_a_ci_size_model():
+    profile = load_profile("quick")
+    assert profile == {"02_finetune": {"architecture": profile["02_finetune"]["architecture"]}}, (
+        "quick.yaml sets the model's size only: change the notebook's parameters cell instead")
 
 
 @pytest.mark.parametrize("config, prefix", [(TrainConfig, ""), (MLMConfig, "mlm_")])
