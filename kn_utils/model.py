@@ -254,11 +254,10 @@ def save_classifier(model: EsmForSequenceClassification, folder: str | os.PathLi
     from .model_card import CARD_FILE, model_card
     from .training import weights_fingerprint
 
-    from .ranks import barrier
-    from .provenance import writer_rank
+    from .ranks import barrier, is_main
 
     folder = Path(folder)
-    if not writer_rank():  # with several ranks, rank 0 saves (their weights are the same) while the others wait
+    if not is_main():  # with several ranks, rank 0 saves (their weights are the same) while the others wait
         barrier()
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)

@@ -19,13 +19,6 @@ PACKAGES = ("kn_utils", "torch", "transformers", "captum", "numpy", "pandas", "s
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def writer_rank() -> bool:
-    """Whether this process writes files: the only process, or rank 0 of a torch.distributed group."""
-    import torch.distributed as dist
-
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`, renamed onto it only if the block succeeds; in a torch.distributed
@@ -39,7 +32,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes files private; results are meant to be shared
-        if writer_rank():
+        from .ranks import is_main
+
+        if is_main():
             os.replace(temporary, target)
     finally:
         if os.path.exists(temporary):

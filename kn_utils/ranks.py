@@ -7,6 +7,7 @@ DistributedDataParallel steps.
 """
 from __future__ import annotations
 
+import atexit
 import os
 
 import numpy as np
@@ -23,14 +24,22 @@ def world() -> tuple[int, int]:
 
 def init_from_env(backend: str | None = None) -> tuple[int, int]:
     """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR/PORT), when WORLD_SIZE > 1: nccl
-    with one GPU per rank (LOCAL_RANK) where CUDA is present, else gloo; (rank, world size)."""
+    with one GPU per rank (LOCAL_RANK) where CUDA is present, else gloo, left at exit; (rank, world size)."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size > 1 and not dist.is_initialized():
-        cuda = torch.cuda.is_available()
-        if cuda:
+        backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
+        if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
+        dist.init_process_group(backend)
+        atexit.register(leave)
     return world()
+
+
+def leave() -> None:
+    """Destroy the process group, if one is up: a process that exits with it alive can abort in the backend's threads
+    at interpreter shutdown (SIGABRT, "terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def is_main() -> bool:

@@ -146,27 +146,12 @@ def dataset_mismatches(run: Path, stage: str) -> list[str]:
 
 def _runner_ranks() -> tuple[int, int]:
     """(rank, world size) of this runner: under torchrun (WORLD_SIZE > 1) it joins the launch's group (gloo) to agree
-    with the other ranks on which stages run, and leaves it at exit; (0, 1) otherwise."""
-    size = int(os.environ.get("WORLD_SIZE", "1"))
-    if size == 1:
+    with the other ranks on which stages run, and leaves it at exit (ranks.leave); (0, 1) otherwise."""
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
         return 0, 1
-    import atexit
+    from .ranks import init_from_env
 
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-        atexit.register(_leave_group)
-    return dist.get_rank(), size
-
-
-def _leave_group() -> None:
-    """Destroy the runner's process group: a process that exits with it alive can abort in gloo's threads at
-    interpreter shutdown (SIGABRT, "terminate called without an active exception")."""
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    return init_from_env("gloo")
 
 
 def _agreed(value, size: int):

@@ -29,7 +29,7 @@ class Stage:
         self.name, self.parameters = name, parameters
         self.run = run_dir(parameters["profile"])
         self.started = time.perf_counter()
-        self.rank, self.world_size = init_from_env()  # (0, 1) unless torchrun started several ranks
+        self.world_size = init_from_env()[1]  # 1 unless torchrun started several ranks
 
     # --- inputs written by earlier stages -------------------------------------------------------------------------
     def result(self, stage: str) -> dict:
