@@ -342,3 +342,19 @@ def test_a_stage_stamp_covers_the_stamps_of_the_stages_it_reads_and_no_other(tmp
     assert runs.stage_key(run, heatmaps, {}) == before  # 06 does not read 05's outputs
     (run / "stages" / "04_integrated_gradients.json").write_text('{"key": "a rerun of 04"}')
     assert runs.stage_key(run, heatmaps, {}) != before
+
+
+@pytest.mark.skipif(not Path("/proc/sys/net/ipv4/ip_local_port_range").exists(), reason="Linux's ephemeral port range")
+def test_the_kernels_group_port_is_free_and_below_the_ports_the_system_hands_out():
+    """Under torchrun, the kernels' process group listens on a port no kernel's ZeroMQ socket can be given (those are
+    the system's picks, from its ephemeral range): the collision that once failed the torchrun test."""
+    import socket
+
+    from kn_utils.runner import _free_port
+
+    lowest = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {_free_port() for _ in range(5)}
+    assert all(1024 <= port < lowest for port in ports) and len(ports) > 1  # drawn at random, so two runs differ
+    for port in ports:
+        with socket.socket() as probe:
+            probe.bind(("", port))
