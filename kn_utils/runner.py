@@ -226,6 +226,12 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
 
     profile_name = Path(profile).stem
     rank, size = _runner_ranks()
+
+    def say(line: str) -> None:
+        """Progress, from rank 0 only (the others run the same stages)."""
+        if rank == 0:
+            print(line, flush=True)
+
     for variable in (MIRROR_ENV, RUNS_ENV):  # kernels run in notebooks/: make a relative path absolute first
         if os.environ.get(variable):
             os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
@@ -256,10 +262,10 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         if problem:
             raise RuntimeError(problem)
         if current:
-            print(f"[{profile_name}] {notebook.name} up to date ({stamp_path(run, notebook)}), skipped", flush=True)
+            say(f"[{profile_name}] {notebook.name} up to date ({stamp_path(run, notebook)}), skipped")
             executed.append(target)
             continue
-        print(f"[{profile_name}] {notebook.name} ...", flush=True)
+        say(f"[{profile_name}] {notebook.name} ...")
         if rank == 0:
             clear_stamp(run, notebook)
             files_before = run_files(run)
@@ -269,7 +275,7 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         if rank == 0:
             write_stamp(run, notebook, key, target, time.perf_counter() - started, written_files(files_before, run_files(run)))
         _agreed(None, size)  # every rank waits for the stamp
-        print(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s", flush=True)
+        say(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s")
         executed.append(target)
     return executed
 

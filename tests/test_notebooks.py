@@ -463,6 +463,7 @@ def test_two_ranks_under_torchrun_score_as_one_process_does(three_class_profile)
                "--master-port", str(port), "-m", "kn_utils", "run", "--profile", str(profile), "--to", "03"]
     done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.stdout.count("03_activations.py done in") == 1  # progress from rank 0 only
     run, single = run_dir("three-ranks"), run_dir("three")
     result = json.loads((run / "activations.json").read_text())
     assert result["world_size"] == 2 and (run / "stages" / "03_activations.json").exists()
