@@ -18,6 +18,7 @@ from .runs import (RUNS_ENV, SHARED_STAGES, SOURCES_DIR, TOP_LEVEL, broken_outpu
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"  # the kernels' working folder, and where the record's executed notebooks live
 PATH_PARAMETERS = ("mirror", "fasta", "labels")  # notebook parameters that name a file or folder
 OPT_IN_STAGES = ("08",)  # run only for profiles with a section for them: 08 checks a planted truth only control runs have
+ACROSS_RUNS = {"claims.json"}  # results/ files that tally several runs (`kn_utils claims --publish`): publish keeps them
 
 
 def stage_number(stage: str | int | None) -> str | None:
@@ -307,7 +308,8 @@ def share_stages(source: Path, run: Path, stages: tuple[str, ...]) -> list[str]:
 
 
 def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
-    """Copy a run's executed notebooks, result files and figures into the repository, then update README.
+    """Copy a run's executed notebooks, result files and figures into the repository, remove those of an earlier
+    publication that this run did not write (so the record never mixes two runs), then update README.
 
     The `full` run is the study's record: notebooks/, results/, figures/. Any other profile (e.g. the
     homology-aware `full-accession`) goes to a subfolder named after it, so it never overwrites the record.
@@ -320,7 +322,11 @@ def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
     for pattern, folder in (("notebooks/*.ipynb", "notebooks"), ("*.json", "results"), ("figures/*.png", "figures")):
         destination = repo_root.joinpath(folder, *suffix)
         destination.mkdir(parents=True, exist_ok=True)
-        for path in sorted(source.glob(pattern)):
+        written = sorted(source.glob(pattern))
+        for stale in destination.glob(Path(pattern).name):  # this folder's own files; other profiles' subfolders stay
+            if stale.name not in {path.name for path in written} | ACROSS_RUNS:
+                stale.unlink()
+        for path in written:
             shutil.copy2(path, destination / path.name)
             copied.append(destination / path.name)
     from .report import update_readme

@@ -77,6 +77,12 @@ def test_publish_keeps_other_profiles_out_of_the_study_record(tmp_path, monkeypa
     assert (repo / "notebooks" / "full-accession" / "01_data.ipynb").exists()
     assert (repo / "figures" / "full-accession" / "01_lengths.png").exists()
     assert "old" not in (repo / "README.md").read_text() and (repo / "README.md").read_text().endswith("tail\n")
+    for stale in ("notebooks/09_gone.ipynb", "figures/09_gone.png", "results/gone.json", "results/claims.json"):
+        (repo / stale).write_text("{}")  # an earlier publication's files, and the seeds' tally
+    publish("full", repo)
+    assert sorted(path.name for path in (repo / "results").glob("*.json")) == ["claims.json", "note.json"]
+    assert not (repo / "notebooks" / "09_gone.ipynb").exists() and not (repo / "figures" / "09_gone.png").exists()
+    assert (repo / "results" / "full-accession" / "note.json").exists()  # another profile's folder is left alone
     with pytest.raises(FileNotFoundError, match="no finished run"):
         publish("never-run", repo)
 
