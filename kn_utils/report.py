@@ -59,11 +59,18 @@ def _data_section(data: dict) -> list[str]:
 
 
 def _mlm_share(finetune: dict) -> str:
-    """How the MLM warm start enters the wall time: computed in it, or reused from a finished checkpoint."""
-    mlm_seconds = finetune.get("mlm_seconds") or 0.0
+    """How the MLM warm start and fine-tuning enter the wall time: computed in it, or resumed from checkpoints of
+    earlier runs of the same settings (whose times the file carries over: train_seconds adds up across resumes)."""
+    mlm_seconds, train_seconds = finetune.get("mlm_seconds") or 0.0, finetune["train_seconds"]
+    resumed = finetune.get("resumed_from_step") or 0
+    if resumed:
+        warm = " and the MLM warm start from its own" if mlm_seconds else ""
+        return (f"resuming fine-tuning from its checkpoint at step {resumed:,} of {finetune['steps']:,}{warm}; "
+                f"the runs that made them spent {train_seconds / 60:.1f} min fine-tuning"
+                + (f" and {mlm_seconds / 60:.1f} min on the warm start " if mlm_seconds else " "))
     if not mlm_seconds:
         return ""
-    if mlm_seconds + finetune["train_seconds"] <= finetune["wall_s"]:
+    if mlm_seconds + train_seconds <= finetune["wall_s"]:
         return f"including {mlm_seconds / 60:.1f} min of MLM warm start "
     # Stage time cannot hold both: the warm start came from a finished mlm.pt of an earlier run of the same settings.
     return (f"with the MLM warm start reused from its checkpoint; computing it took {mlm_seconds / 60:.1f} min, "
@@ -287,8 +294,10 @@ def _class_neurons_section(record: dict) -> list[str]:
             overlap = pd.DataFrame(comparison["selection_overlap"])
             lines += ["Kept neuron sets of the two runs: Jaccard overlap (random expectation beside it) and the fraction "
                       "of each projection type kept in each run:", "", overlap.round(3).to_markdown(index=False), ""]
-    if record.get("splits"):
-        splits = pd.DataFrame(record["splits"])
+    splits = pd.DataFrame(record.get("splits") or {})
+    if comparison and set(splits.columns) <= set(pd.DataFrame(comparison["headline"]).columns):
+        lines += ["No other split has been run for this record yet (identity clusters: `make splits`).", ""]
+    elif len(splits.columns):
         lines += ["Every split that has been run (notebooks 01–02 of each; identity: MMseqs2 clusters at that identity "
                   "over 80 % of both chains kept on one side): test accuracy beside the model-free 3-mer yardstick:", "",
                   _four_decimals(splits).to_markdown(), ""]

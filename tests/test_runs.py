@@ -149,12 +149,15 @@ def test_sanitizer_hides_wall_clock_but_not_results():
     assert _sanitize("accuracy 0.5632") != _sanitize("accuracy 0.5642") and _sanitize("1.2345e-05") == "1.2345e-05"
 
 
-def test_report_says_when_the_warm_start_was_reused_from_its_checkpoint():
+def test_report_says_when_the_warm_start_or_fine_tuning_was_resumed_from_a_checkpoint():
     computed = {"mlm_seconds": 480.0, "train_seconds": 900.0, "wall_s": 1500.0}
     reused = {"mlm_seconds": 480.0, "train_seconds": 900.0, "wall_s": 1000.0}
     assert _mlm_share(computed) == "including 8.0 min of MLM warm start "
     assert "reused from its checkpoint" in _mlm_share(reused) and "24.7 min from scratch" in _mlm_share(reused)
     assert _mlm_share({"mlm_seconds": 0.0, "train_seconds": 900.0, "wall_s": 1000.0}) == ""
+    resumed = {"mlm_seconds": 480.0, "train_seconds": 3000.0, "wall_s": 50.0, "resumed_from_step": 5112, "steps": 5112}
+    assert _mlm_share(resumed) == ("resuming fine-tuning from its checkpoint at step 5,112 of 5,112 and the MLM warm start "
+                                   "from its own; the runs that made them spent 50.0 min fine-tuning and 8.0 min on the warm start ")
 
 
 def test_the_study_runs_every_profile_up_to_the_comparing_stage_first():
