@@ -19,6 +19,7 @@ BOOK_DIR = REPO_ROOT / "build" / "book"  # sources under src/, the site under ht
 SLIDES_DIR = REPO_ROOT / "build" / "slides"
 RECORDS = (("full", "The study (profile full)", "notebooks"),  # profile, part caption, its executed notebooks
            ("full-accession", "Homology-aware re-run (profile full-accession)", "notebooks/full-accession"),
+           ("full-ffn", "Feed-forward units of the same model (profile full-ffn)", "notebooks/full-ffn"),
            ("control", "Positive control (profile control)", "notebooks/control"))
 RESULTS_HEADING, RESULTS_END = "## Results", "## How the study is built"  # README's part the Results page shows
 BOOK_EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_book", "sphinx_external_toc",

@@ -350,8 +350,34 @@ def _families_section(results: Path, ablation: dict) -> list[str]:
                           for family, sweep in sweeps.items()) + ":", "",
               shown.drop(columns=["random_mean", "random_sd"]).round(4).to_markdown(index=False), "",
               "The family that keeps more accuracy, per rule and kept fraction:", "",
-              family_winners(table).rename(index="{:.0%}".format).to_markdown(), ""]
+              family_winners(table).rename(index="{:.0%}".format).to_markdown(), "",
+              *_family_findings(table, {family: int(sweep.loc[sweep["method"] == "full", "n_kept"].iloc[0])
+                                        for family, sweep in sweeps.items()}), ""]
     return lines
+
+
+def _sizes(fractions) -> str:
+    """Kept fractions in words: '50%, 25%' or 'no size'."""
+    return ", ".join(f"{fraction:.0%}" for fraction in fractions) or "no size"
+
+
+def _family_findings(table: pd.DataFrame, units: dict[str, int]) -> list[str]:
+    """The family comparison in sentences, read off its table: where one family wins by every rule, and where each
+    family's rules beat random."""
+    from .ablation import family_winners
+
+    winners = family_winners(table)
+    rival = "the other family" if len(units) == 2 else "every other family"
+    lines = []
+    for family in units:
+        won = winners.index[(winners == family).all(axis=1)]
+        lines.append(f"- {family} ({units[family]:,} units) keeps more accuracy than {rival} by all three rules (IG signed, "
+                     f"activation, random) at " + (f"{_sizes(won)} kept." if len(won) else "no kept fraction."))
+    for family, rows in table.groupby("family", sort=False):
+        lines.append(f"- Within {family}: IG signed beats random by more than 2 sd at "
+                     f"{_sizes(rows.loc[rows['IG signed beats random'], 'kept'])}; activation at "
+                     f"{_sizes(rows.loc[rows['activation beats random'], 'kept'])}.")
+    return lines + ["- One model and one training seed: the claims across seeds (below, when run) say which of these hold."]
 
 
 def _claims_section(record: dict) -> list[str]:

@@ -65,3 +65,19 @@ def test_the_control_section_renders_the_planted_truth_answers_from_the_result_f
     assert "### Positive control" in text and "test accuracy 0.9700" in text and "**random init**" in text
     assert "| IG-kept submodels beat random by > 2 sd |     1 |    1 | kept sizes" in text
     assert "completeness" not in text  # no IG result file published beside it: nothing said about it
+
+
+def test_the_family_comparison_is_said_in_sentences_read_off_its_table():
+    from kn_utils.report import _family_findings
+
+    rows = []
+    for family, ig, activation, random in (("qkv", (0.30, 0.40), (0.30, 0.20), (0.35, 0.25)),
+                                           ("ffn", (0.50, 0.35), (0.55, 0.30), (0.45, 0.20))):
+        for kept, i, a, r in zip((0.5, 0.01), ig, activation, random):
+            rows.append({"family": family, "kept": kept, "IG signed": i, "IG signed beats random": i > r + 0.02,
+                         "activation": a, "activation beats random": a > r + 0.02, "random_mean": r, "random_sd": 0.01})
+    lines = _family_findings(pd.DataFrame(rows), {"qkv": 5760, "ffn": 7680})
+    assert lines[0].startswith("- qkv (5,760 units)") and lines[0].endswith("at no kept fraction.")
+    assert lines[1].startswith("- ffn (7,680 units)") and lines[1].endswith("at 50% kept.")  # at 1 % qkv wins by IG
+    assert lines[2] == "- Within qkv: IG signed beats random by more than 2 sd at 1%; activation at no size."
+    assert lines[3] == "- Within ffn: IG signed beats random by more than 2 sd at 50%, 1%; activation at 50%, 1%."
