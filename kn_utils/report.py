@@ -218,10 +218,10 @@ def _ablation_answers(ablation: dict) -> list[str]:
     claims = pd.DataFrame(sweep_claims(ablation))
     sizes = claims["at"].str.removesuffix(" kept").drop_duplicates().tolist()
     held = {claim: group.loc[group["holds"], "at"].str.removesuffix(" kept").tolist() for claim, group in claims.groupby("claim")}
-    lines = [f"- {label} (high scores kept) beats random by more than 2 sd at: {', '.join(held[claim]) or 'no size'}."
+    lines = [f"- {label} (high scores kept) beats random by more than 2 sd at: {_sizes(held[claim])}."
              for claim, label in (("activation beats random", "Activation"), ("IG signed (high) beats random", "IG signed"))]
     better = held["high IG beats low IG"]
-    where = f"every size ({', '.join(sizes)})" if better == sizes else f"{', '.join(better) or 'no size'} of {', '.join(sizes)}"
+    where = f"every size ({', '.join(sizes)})" if better == sizes else f"{_sizes(better)} of {', '.join(sizes)}"
     lines.append(f"- High or low IG (the paper's text against its summary): keeping high signed IG keeps more accuracy at {where}.")
     return lines
 
@@ -295,7 +295,7 @@ def _class_neurons_section(record: dict) -> list[str]:
             lines += ["Kept neuron sets of the two runs: Jaccard overlap (random expectation beside it) and the fraction "
                       "of each projection type kept in each run:", "", overlap.round(3).to_markdown(index=False), ""]
     splits = pd.DataFrame(record.get("splits") or {})
-    if comparison and set(splits.columns) <= set(pd.DataFrame(comparison["headline"]).columns):
+    if comparison and set(splits.columns) <= set(headline.columns):
         lines += ["No other split has been run for this record yet (identity clusters: `make splits`).", ""]
     elif len(splits.columns):
         lines += ["Every split that has been run (notebooks 01–02 of each; identity: MMseqs2 clusters at that identity "
@@ -344,29 +344,26 @@ def _families_section(results: Path, ablation: dict) -> list[str]:
     table = family_comparison(sweeps, fractions)
     shown = table.assign(kept=table["kept"].map("{:.0%}".format),
                          random=table["random_mean"].map("{:.4f}".format) + " ± " + table["random_sd"].map("{:.4f}".format))
+    units = {family: int(sweep.loc[sweep["method"] == "full", "n_kept"].iloc[0]) for family, sweep in sweeps.items()}
+    winners = family_winners(table)
     lines += ["Test accuracy kept at equal fractions of each family's units (the rest zeroed; random: mean ± sd over "
               "seeds; beats random: above its mean by more than 2 sd), "
-              + ", ".join(f"{family}: {int(sweep.loc[sweep['method'] == 'full', 'n_kept'].iloc[0]):,} units"
-                          for family, sweep in sweeps.items()) + ":", "",
+              + ", ".join(f"{family}: {count:,} units" for family, count in units.items()) + ":", "",
               shown.drop(columns=["random_mean", "random_sd"]).round(4).to_markdown(index=False), "",
               "The family that keeps more accuracy, per rule and kept fraction:", "",
-              family_winners(table).rename(index="{:.0%}".format).to_markdown(), "",
-              *_family_findings(table, {family: int(sweep.loc[sweep["method"] == "full", "n_kept"].iloc[0])
-                                        for family, sweep in sweeps.items()}), ""]
+              winners.rename(index="{:.0%}".format).to_markdown(), "",
+              *_family_findings(table, winners, units), ""]
     return lines
 
 
-def _sizes(fractions) -> str:
-    """Kept fractions in words: '50%, 25%' or 'no size'."""
-    return ", ".join(f"{fraction:.0%}" for fraction in fractions) or "no size"
+def _sizes(sizes) -> str:
+    """Kept sizes in words, from labels ('50%') or fractions (0.5): '50%, 25%', or 'no size' when there are none."""
+    return ", ".join(size if isinstance(size, str) else f"{size:.0%}" for size in sizes) or "no size"
 
 
-def _family_findings(table: pd.DataFrame, units: dict[str, int]) -> list[str]:
-    """The family comparison in sentences, read off its table: where one family wins by every rule, and where each
-    family's rules beat random."""
-    from .ablation import family_winners
-
-    winners = family_winners(table)
+def _family_findings(table: pd.DataFrame, winners: pd.DataFrame, units: dict[str, int]) -> list[str]:
+    """The family comparison in sentences, read off its table (ablation.family_comparison) and its winners
+    (ablation.family_winners): where one family wins by every rule, and where each family's rules beat random."""
     rival = "the other family" if len(units) == 2 else "every other family"
     lines = []
     for family in units:

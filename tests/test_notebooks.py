@@ -18,10 +18,11 @@ import pytest
 
 from kn_utils.model import select_device
 from kn_utils.runner import OPT_IN_STAGES, run_profile, stage_notebooks
-from kn_utils.runs import notebook_node, run_dir
+from kn_utils.runs import notebook_node, run_dir, source_of
 
 REPO = Path(__file__).resolve().parent.parent
 CHECKED = REPO / "tests" / "nbval"
+RECORD = REPO / "notebooks"  # the executed record of every published profile (issue 51)
 STAGES = {"01": "data", "02": "finetune", "03": "activations", "04": "integrated_gradients", "05": "ablation", "06": "heatmaps", "07": "class_neurons"}
 
 
@@ -36,6 +37,13 @@ def test_checked_copy_is_regenerated_after_code_changes(source):
     assert copy.exists(), f"{copy} missing: run `make notebooks`"
     assert _code_cells(nbformat.read(copy, as_version=4)) == _code_cells(notebook_node(source)), (
         f"{source.name} changed since {copy} was executed from it: run `make notebooks`")
+
+
+@pytest.mark.parametrize("executed", sorted(RECORD.glob("**/[0-9][0-9]_*.ipynb")), ids=lambda p: str(p.relative_to(RECORD)))
+def test_every_record_notebook_ran_from_its_source_as_it_stands(executed):
+    source = source_of(executed.stem)
+    assert _code_cells(nbformat.read(executed, as_version=4)) == _code_cells(notebook_node(source)), (
+        f"{executed.relative_to(REPO)} was executed from another version of {source.name}: re-run and publish its profile")
 
 
 @pytest.mark.parametrize("source", stage_notebooks(), ids=lambda p: p.name)

@@ -68,6 +68,7 @@ def test_the_control_section_renders_the_planted_truth_answers_from_the_result_f
 
 
 def test_the_family_comparison_is_said_in_sentences_read_off_its_table():
+    from kn_utils.ablation import family_winners
     from kn_utils.report import _family_findings
 
     rows = []
@@ -76,7 +77,8 @@ def test_the_family_comparison_is_said_in_sentences_read_off_its_table():
         for kept, i, a, r in zip((0.5, 0.01), ig, activation, random):
             rows.append({"family": family, "kept": kept, "IG signed": i, "IG signed beats random": i > r + 0.02,
                          "activation": a, "activation beats random": a > r + 0.02, "random_mean": r, "random_sd": 0.01})
-    lines = _family_findings(pd.DataFrame(rows), {"qkv": 5760, "ffn": 7680})
+    table = pd.DataFrame(rows)
+    lines = _family_findings(table, family_winners(table), {"qkv": 5760, "ffn": 7680})
     assert lines[0].startswith("- qkv (5,760 units)") and lines[0].endswith("at no kept fraction.")
     assert lines[1].startswith("- ffn (7,680 units)") and lines[1].endswith("at 50% kept.")  # at 1 % qkv wins by IG
     assert lines[2] == "- Within qkv: IG signed beats random by more than 2 sd at 1%; activation at no size."
