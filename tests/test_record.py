@@ -27,3 +27,13 @@ def test_every_result_file_of_a_profile_names_one_model_and_one_dataset(profile)
     assert len(set(weights.values())) == 1, f"results/{PROFILES[profile]}: several models: {weights}"
     assert len(set(datasets.values())) == 1, f"results/{PROFILES[profile]}: several datasets: {datasets}"
     assert set(weights) == set(inputs) - {"data.json"}  # every stage after notebook 01 names its weights
+
+
+@pytest.mark.skipif(not (RESULTS / "claims.json").exists(), reason="the seed runs' claims are not published yet")
+def test_the_claims_tally_three_seeds_each_from_its_published_model():
+    record = json.loads((RESULTS / "claims.json").read_text())
+    assert len(record["seeds"]) >= 3 and len(set(record["seeds"])) == len(record["seeds"])
+    for seed, run in record["runs"].items():
+        published = RESULTS / PROFILES.get(run["profile"], run["profile"]) / "finetune.json"
+        if published.exists():  # a seed's run published beside the record names the weights the tally read
+            assert json.loads(published.read_text())["provenance"]["inputs"]["weights_sha256"] == run["weights_sha256"], seed
