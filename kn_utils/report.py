@@ -321,13 +321,20 @@ def _family(result: dict) -> str:
     return result["provenance"]["parameters"].get("family", "qkv")
 
 
+def _training_seed(result: dict) -> int | None:
+    """The training seed of the model a stage's result file was written from."""
+    return (result["provenance"].get("model") or {}).get("seed")
+
+
 def _families_section(results: Path, ablation: dict) -> list[str]:
     """README lines setting the record's sweep beside each published run of another neuron family (results/<profile>/
-    with a `family` other than the record's) on the same weights; a run of other weights is named, not compared."""
+    with a `family` other than the record's) on the same weights; a run of other weights is named, not compared, unless
+    it is another training seed's (the claims section tallies those)."""
     from .ablation import family_comparison, family_winners
 
     others = {folder.name: result for folder in sorted(results.iterdir()) if folder.is_dir()
-              and (result := _load(folder, "ablation")) and _family(result) != _family(ablation)}
+              and (result := _load(folder, "ablation")) and _family(result) != _family(ablation)
+              and _training_seed(result) == _training_seed(ablation)}
     if not others:
         return []
     weights = ablation["provenance"]["inputs"].get("weights_sha256")

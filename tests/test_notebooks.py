@@ -440,6 +440,9 @@ def test_readme_sets_another_family_beside_the_record_only_on_the_same_weights(q
     (results / "quick-ffn" / "ablation.json").write_text(json.dumps(ffn))
     text = render(results)
     assert "other weights than this record's; not compared" in text and "The family that keeps more" not in text
+    ffn["provenance"]["model"]["seed"] += 1  # another training seed's run: the claims tally it, the family table does not
+    (results / "quick-ffn" / "ablation.json").write_text(json.dumps(ffn))
+    assert "### Neuron families on one model" not in render(results)
 
 
 def test_a_profile_with_data_from_trains_another_seed_on_the_same_split(three_class_profile):
