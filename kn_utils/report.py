@@ -246,7 +246,28 @@ def _claim_answers(tests) -> list[str]:
     return lines
 
 
-def _class_neurons_section(record: dict) -> list[str]:
+def _shared_accessions(results: Path, splits: pd.DataFrame) -> list[str]:
+    """The split table's row of test chains sharing a UniProt accession with a training chain, from each published
+    split's data.json (the record's own in `results`), with a sentence when an identity split leaves some."""
+    shares = {}
+    for profile in splits.columns:
+        data = _load(results, "data") if profile == splits.columns[0] else _load(results / profile, "data")
+        if data and "test_accessions_seen_in_train" in data:
+            shares[profile] = data["test_accessions_seen_in_train"]
+    if not shares:
+        return []
+    splits.loc["test chains sharing an accession with train"] = [shares.get(profile, "–") for profile in splits.columns]
+    leaky = {profile: share for profile, share in shares.items() if share > 0 and str(splits.loc["split", profile]).startswith("identity")}
+    if not leaky:
+        return []
+    said = ", ".join(f"{share:.1%} at {splits.loc['split', profile]}" for profile, share in leaky.items())
+    return [f"An identity split keeps clusters apart, not proteins: {said} of the test chains share a UniProt accession "
+            "with a training chain, since chains of one protein whose alignment covers less than 80 % of either (a domain "
+            "and the whole chain, say) fall into different clusters. Its accuracy is likely higher than a split keeping "
+            "both clusters and accessions apart would give."]
+
+
+def _class_neurons_section(record: dict, results: Path) -> list[str]:
     """README lines for notebook 07: class-specific neurons, their effects against matched random sets, motifs."""
     import pandas as pd
 
@@ -298,9 +319,10 @@ def _class_neurons_section(record: dict) -> list[str]:
     if comparison and set(splits.columns) <= set(headline.columns):
         lines += ["No other split has been run for this record yet (identity clusters: `make splits`).", ""]
     elif len(splits.columns):
+        caveat = _shared_accessions(results, splits)
         lines += ["Every split that has been run (notebooks 01–02 of each; identity: MMseqs2 clusters at that identity "
                   "over 80 % of both chains kept on one side): test accuracy beside the model-free 3-mer yardstick:", "",
-                  _four_decimals(splits).to_markdown(), ""]
+                  _four_decimals(splits).to_markdown(), "", *caveat, *([""] if caveat else [])]
     return lines
 
 
@@ -440,7 +462,7 @@ def render(results: Path = REPO_ROOT / "results") -> str:
     if heatmaps:
         lines += _flagged(_heatmaps_section(heatmaps), heatmaps, finetune)
     if class_neurons:
-        lines += _flagged(_class_neurons_section(class_neurons), class_neurons, finetune)
+        lines += _flagged(_class_neurons_section(class_neurons, results), class_neurons, finetune)
         comparison = class_neurons.get("comparison") or {}
         if comparison.get("profile"):
             lines += _other_run_answers(results / comparison["profile"], comparison["profile"])

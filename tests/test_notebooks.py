@@ -399,6 +399,10 @@ def test_identity_split_runs_through_training_and_is_tabulated_beside_the_random
     record = json.loads((tmp_path / "class_neurons.json").read_text())
     (tmp_path / "class_neurons.json").write_text(json.dumps(record | {"splits": table.to_dict()}))
     assert "identity 30%" in render(tmp_path).split("Every split that has been run")[1]
+    (tmp_path / "ident").mkdir()  # the split's data.json, published: its test chains sharing an accession with train
+    shutil.copy(run / "data.json", tmp_path / "ident")
+    row = next(line for line in render(tmp_path).splitlines() if line.startswith("| test chains sharing an accession"))
+    assert f"{data['test_accessions_seen_in_train']:.4f}" in row
 
 
 def test_a_profile_with_model_from_scores_another_family_of_the_same_model(three_class_profile):
