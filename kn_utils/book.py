@@ -20,6 +20,8 @@ SLIDES_DIR = REPO_ROOT / "build" / "slides"
 RECORDS = (("full", "The study (profile full)", "notebooks"),  # profile, part caption, its executed notebooks
            ("full-accession", "Homology-aware re-run (profile full-accession)", "notebooks/full-accession"),
            ("full-ffn", "Feed-forward units of the same model (profile full-ffn)", "notebooks/full-ffn"),
+           ("full-identity50", "Identity split at 50 %, notebooks 01-02 (profile full-identity50)", "notebooks/full-identity50"),
+           ("full-identity30", "Identity split at 30 %, notebooks 01-02 (profile full-identity30)", "notebooks/full-identity30"),
            ("control", "Positive control (profile control)", "notebooks/control"))
 RESULTS_HEADING, RESULTS_END = "## Results", "## How the study is built"  # README's part the Results page shows
 BOOK_EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_book", "sphinx_external_toc",

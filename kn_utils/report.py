@@ -246,6 +246,19 @@ def _claim_answers(tests) -> list[str]:
     return lines
 
 
+def _split_accuracies(splits: pd.DataFrame) -> str:
+    """A sentence on the split table: test accuracy per split against its majority baseline, with its binomial
+    standard error, saying where the model is within 2 standard errors of always answering the largest class."""
+    said = []
+    for profile in splits.columns:
+        accuracy, majority, n = (float(splits.loc[row, profile]) for row in ("accuracy", "majority_baseline", "n_test"))
+        error = (accuracy * (1 - accuracy) / n) ** 0.5
+        level = " (within 2 se of it)" if abs(accuracy - majority) <= 2 * error else ""
+        said.append(f"{accuracy:.3f} ± {error:.3f} on the {splits.loc['split', profile]} split against a majority "
+                    f"baseline of {majority:.3f}{level}")
+    return "Test accuracy (± its binomial standard error): " + "; ".join(said) + "."
+
+
 def _shared_accessions(results: Path, splits: pd.DataFrame) -> list[str]:
     """The split table's row of test chains sharing a UniProt accession with a training chain, from each published
     split's data.json (the record's own in `results`), with a sentence when an identity split leaves some."""
@@ -319,7 +332,7 @@ def _class_neurons_section(record: dict, results: Path) -> list[str]:
     if comparison and set(splits.columns) <= set(headline.columns):
         lines += ["No other split has been run for this record yet (identity clusters: `make splits`).", ""]
     elif len(splits.columns):
-        caveat = _shared_accessions(results, splits)
+        caveat = [_split_accuracies(splits), *_shared_accessions(results, splits)]
         lines += ["Every split that has been run (notebooks 01–02 of each; identity: MMseqs2 clusters at that identity "
                   "over 80 % of both chains kept on one side): test accuracy beside the model-free 3-mer yardstick:", "",
                   _four_decimals(splits).to_markdown(), "", *caveat, *([""] if caveat else [])]
