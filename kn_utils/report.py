@@ -259,25 +259,28 @@ def _split_accuracies(splits: pd.DataFrame) -> str:
     return "Test accuracy (± its binomial standard error): " + "; ".join(said) + "."
 
 
-def _shared_accessions(results: Path, splits: pd.DataFrame) -> list[str]:
-    """The split table's row of test chains sharing a UniProt accession with a training chain, from each published
-    split's data.json (the record's own in `results`), with a sentence when an identity split leaves some."""
+def _shared_accessions(results: Path, splits: pd.DataFrame) -> dict[str, float]:
+    """Per split of the table, the share of test chains sharing a UniProt accession with a training chain, from its
+    published data.json (the record's own in `results`; a split not published is left out)."""
     shares = {}
     for profile in splits.columns:
         data = _load(results, "data") if profile == splits.columns[0] else _load(results / profile, "data")
         if data and "test_accessions_seen_in_train" in data:
             shares[profile] = data["test_accessions_seen_in_train"]
-    if not shares:
-        return []
-    splits.loc["test chains sharing an accession with train"] = [shares.get(profile, "–") for profile in splits.columns]
-    leaky = {profile: share for profile, share in shares.items() if share > 0 and str(splits.loc["split", profile]).startswith("identity")}
+    return shares
+
+
+def _identity_leak(splits: pd.DataFrame, shares: dict[str, float]) -> list[str]:
+    """A sentence when an identity split leaves test chains sharing an accession with training chains."""
+    leaky = {profile: share for profile, share in shares.items()
+             if share > 0 and str(splits.loc["split", profile]).startswith("identity")}
     if not leaky:
         return []
     said = ", ".join(f"{share:.1%} at {splits.loc['split', profile]}" for profile, share in leaky.items())
     return [f"An identity split keeps clusters apart, not proteins: {said} of the test chains share a UniProt accession "
             "with a training chain, since chains of one protein whose alignment covers less than 80 % of either (a domain "
             "and the whole chain, say) fall into different clusters. Its accuracy is likely higher than a split keeping "
-            "both clusters and accessions apart would give."]
+            "both clusters and accessions apart would give.", ""]
 
 
 def _class_neurons_section(record: dict, results: Path) -> list[str]:
@@ -332,10 +335,12 @@ def _class_neurons_section(record: dict, results: Path) -> list[str]:
     if comparison and set(splits.columns) <= set(headline.columns):
         lines += ["No other split has been run for this record yet (identity clusters: `make splits`).", ""]
     elif len(splits.columns):
-        caveat = [_split_accuracies(splits), *_shared_accessions(results, splits)]
+        sentence, shares = _split_accuracies(splits), _shared_accessions(results, splits)
+        if shares:
+            splits.loc["test chains sharing an accession with train"] = [shares.get(p, "–") for p in splits.columns]
         lines += ["Every split that has been run (notebooks 01–02 of each; identity: MMseqs2 clusters at that identity "
                   "over 80 % of both chains kept on one side): test accuracy beside the model-free 3-mer yardstick:", "",
-                  _four_decimals(splits).to_markdown(), "", *caveat, *([""] if caveat else [])]
+                  _four_decimals(splits).to_markdown(), "", sentence, "", *_identity_leak(splits, shares)]
     return lines
 
 

@@ -1,8 +1,7 @@
 """The README's sentences are derived from the sweep, not written by hand."""
 import pandas as pd
 
-from kn_utils import report
-from kn_utils.report import _ablation_answers
+from kn_utils.report import _ablation_answers, _split_accuracies
 
 
 def _sweep(signed_low: dict[float, float]) -> dict:
@@ -89,6 +88,6 @@ def test_the_family_comparison_is_said_in_sentences_read_off_its_table():
 def test_the_split_sentence_says_which_split_is_at_its_majority_baseline():
     splits = pd.DataFrame({"full": {"split": "random", "accuracy": 0.57, "majority_baseline": 0.357, "n_test": 1630},
                            "ident": {"split": "identity 30%", "accuracy": 0.362, "majority_baseline": 0.357, "n_test": 1629}})
-    sentence = report._split_accuracies(splits)
+    sentence = _split_accuracies(splits)
     assert "0.570 ± 0.012 on the random split against a majority baseline of 0.357;" in sentence
     assert sentence.endswith("0.362 ± 0.012 on the identity 30% split against a majority baseline of 0.357 (within 2 se of it).")
