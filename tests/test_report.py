@@ -91,3 +91,13 @@ def test_the_split_sentence_says_which_split_is_at_its_majority_baseline():
     sentence = _split_accuracies(splits)
     assert "0.570 ± 0.012 on the random split against a majority baseline of 0.357;" in sentence
     assert sentence.endswith("0.362 ± 0.012 on the identity 30% split against a majority baseline of 0.357 (within 2 se of it).")
+
+
+def test_the_claims_summary_names_what_held_in_every_seed_and_in_none():
+    from kn_utils.report import _claims_summary
+
+    table = pd.DataFrame({"claim": ["IG beats random", "IG beats random", "key densest", "ffn keeps more"],
+                          "at": ["50% kept", "10% kept", "activation", "50% kept"],
+                          "holds in": ["3 of 3", "3 of 3", "0 of 3", "1 of 2"]})
+    assert _claims_summary(table, 3) == ["- Held in all 3 seeds: IG beats random (50% kept, 10% kept).",
+                                         "- Held in no seed: key densest (activation)."]  # a claim of 2 seeds: neither
