@@ -95,10 +95,15 @@ def tally(per_seed: dict[int, list[dict]]) -> pd.DataFrame:
     """Claims of several training seeds side by side: each seed's value and whether it holds, and "k of n"."""
     frames = [pd.DataFrame(rows).set_index(["claim", "at"]).add_prefix(f"seed {seed} ") for seed, rows in per_seed.items()]
     table = pd.concat(frames, axis=1, join="outer")
-    held = table[[f"seed {seed} holds" for seed in per_seed]]
-    counted = held.notna().sum(axis=1)
-    table["holds in"] = held.fillna(False).astype(bool).sum(axis=1).astype(str) + " of " + counted.astype(str)
+    held, counted = held_counts(table, list(per_seed))
+    table["holds in"] = held.astype(str) + " of " + counted.astype(str)
     return table.reset_index()
+
+
+def held_counts(table: pd.DataFrame, seeds: list) -> tuple[pd.Series, pd.Series]:
+    """Per claim of a tally: in how many seeds it holds, and in how many it was tested."""
+    held = table[[f"seed {seed} holds" for seed in seeds]]
+    return held.fillna(False).astype(bool).sum(axis=1), held.notna().sum(axis=1)
 
 
 def seed_claims(profiles: list[str], folder: Path) -> Path:

@@ -424,12 +424,14 @@ def _family_findings(table: pd.DataFrame, winners: pd.DataFrame, units: dict[str
     return lines + ["- One model and one training seed: the claims across seeds (below, when run) say which of these hold."]
 
 
-def _claims_summary(table: pd.DataFrame, seeds: int) -> list[str]:
+def _claims_summary(table: pd.DataFrame, seeds: list) -> list[str]:
     """Which claims held in every seed and which in none, each with where it was tested, read off the tally."""
-    counts = table["holds in"].str.split(" of ", expand=True).astype(int)
+    from .claims import held_counts
+
+    held, counted = held_counts(table, seeds)
     lines = []
-    for label, chosen in ((f"Held in all {seeds} seeds", counts[0] == counts[1]), ("Held in no seed", counts[0] == 0)):
-        rows = table[chosen & (counts[1] == seeds)]
+    for label, chosen in ((f"Held in all {len(seeds)} seeds", held == counted), ("Held in no seed", held == 0)):
+        rows = table[chosen & (counted == len(seeds))]
         said = "; ".join(f"{claim} ({', '.join(group['at'])})" for claim, group in rows.groupby("claim", sort=False))
         lines.append(f"- {label}: {said or 'none'}.")
     return lines
@@ -449,7 +451,7 @@ def _claims_section(record: dict) -> list[str]:
             f"seeds {', '.join(map(str, seeds))}. A rule beats random when it exceeds random's mean by more than "
             f"{record['provenance']['parameters']['margin_sd']:g} sd; the heatmap claims hold at Holm p < "
             f"{record['provenance']['parameters']['holm_alpha']:g} (value: the smallest p); the family claim's value is "
-            "the other family's accuracy minus q/k/v's.", "", *_claims_summary(table, len(seeds)), "",
+            "the other family's accuracy minus q/k/v's.", "", *_claims_summary(table, seeds), "",
             shown.assign(at=_markdown_safe(shown["at"])).to_markdown(index=False), ""]
 
 

@@ -98,6 +98,7 @@ def test_the_claims_summary_names_what_held_in_every_seed_and_in_none():
 
     table = pd.DataFrame({"claim": ["IG beats random", "IG beats random", "key densest", "ffn keeps more"],
                           "at": ["50% kept", "10% kept", "activation", "50% kept"],
-                          "holds in": ["3 of 3", "3 of 3", "0 of 3", "1 of 2"]})
-    assert _claims_summary(table, 3) == ["- Held in all 3 seeds: IG beats random (50% kept, 10% kept).",
+                          "seed 0 holds": [True, True, False, True], "seed 1 holds": [True, True, False, None],
+                          "seed 2 holds": [True, True, False, False]})
+    assert _claims_summary(table, [0, 1, 2]) == ["- Held in all 3 seeds: IG beats random (50% kept, 10% kept).",
                                          "- Held in no seed: key densest (activation)."]  # a claim of 2 seeds: neither
