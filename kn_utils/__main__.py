@@ -152,8 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     claims = commands.add_parser("claims", help="tally the study's claims over runs of several training seeds")
     claims.add_argument("--profiles", nargs="+", default=["full", "full-seed1", "full-seed2"],
                         help="one finished run per training seed (default: full full-seed1 full-seed2)")
-    claims.add_argument("--publish", action="store_true", help="write results/claims.json and update README "
-                        "(default: runs/claims.json)")
+    claims.add_argument("--publish", action="store_true", help="tally the published runs (results/<profile>/, "
+                        "`publish` each first), write results/claims.json and update README (default: tally the runs in "
+                        "runs/ and write runs/claims.json)")
     book = commands.add_parser("book", help="build the website of the committed record (Jupyter Book; executes nothing)")
     book.add_argument("--out", default=None, help="build folder (default build/book; the site lands in OUT/_build/html)")
     slides = commands.add_parser("slides", help="build the lab-meeting deck of the committed record (reveal.js)")
@@ -197,7 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         from .report import update_readme
         from .runs import runs_root
 
-        print(seed_claims(args.profiles, REPO_ROOT / "results" if args.publish else runs_root()))
+        from .runner import record_dir
+
+        if args.publish:  # the published tally reads the published result files of each seed, so the two never disagree
+            print(seed_claims(args.profiles, REPO_ROOT / "results", locate=record_dir))
+        else:
+            print(seed_claims(args.profiles, runs_root()))
         if args.publish:
             update_readme()
         return 0

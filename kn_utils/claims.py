@@ -6,6 +6,7 @@ this study's: whether feed-forward units keep more accuracy than q/k/v units), t
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -106,22 +107,27 @@ def held_counts(table: pd.DataFrame, seeds: list) -> tuple[pd.Series, pd.Series]
     return held.fillna(False).astype(bool).sum(axis=1), held.notna().sum(axis=1)
 
 
-def seed_claims(profiles: list[str], folder: Path) -> Path:
+def seed_claims(profiles: list[str], folder: Path, locate: Callable[[str], Path] | None = None) -> Path:
     """Tally the claims of the runs of `profiles` (one training seed each; a run `<profile>-ffn` beside one adds the
-    family claim) and write `folder`/claims.json, with each seed's weights fingerprint and dataset checksum."""
+    family claim) and write `folder`/claims.json, with each seed's weights fingerprint and dataset checksum.
+
+    `locate` gives the folder of a profile's result files: its run (runs/<profile>) unless told otherwise, e.g. the
+    published record (`runner.record_dir`), so that a published tally reads exactly the published files."""
     from .provenance import write_result
     from .runs import runs_root
 
+    locate = locate or (lambda profile: runs_root() / profile)
     per_seed, inputs = {}, {}
     for profile in profiles:
-        run = runs_root() / profile
+        run = locate(profile)
         if not (run / "ablation.json").exists():
-            raise FileNotFoundError(f"{run}: no ablation.json; run `python -m kn_utils run --profile {profile}` first")
+            raise FileNotFoundError(f"{run}: no ablation.json; run `python -m kn_utils run --profile {profile}` "
+                                    "(and publish it, for a published tally) first")
         finetune = read_json(run / "finetune.json")
         seed = finetune["provenance"]["parameters"]["seed"]
         if seed in per_seed:
             raise ValueError(f"{profile}: seed {seed} is already counted (from {inputs[seed]['profile']}); one run per seed")
-        family = runs_root() / f"{profile}-ffn"
+        family = locate(f"{profile}-ffn")
         per_seed[seed] = run_claims(run, family if family.exists() else None)
         inputs[seed] = {"profile": profile, **finetune["provenance"]["inputs"]}
     table = tally(per_seed)

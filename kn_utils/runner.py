@@ -307,6 +307,12 @@ def share_stages(source: Path, run: Path, stages: tuple[str, ...]) -> list[str]:
     return copied
 
 
+def record_dir(profile: str, repo_root: Path = REPO_ROOT, folder: str = "results") -> Path:
+    """Where a profile's published `folder` (results, notebooks, figures) lives: the record's own for `full`, else a
+    subfolder named after the profile."""
+    return repo_root / folder if profile == "full" else repo_root / folder / profile
+
+
 def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
     """Copy a run's executed notebooks, result files and figures into the repository, remove those of an earlier
     publication that this run did not write (so the record never mixes two runs), then update README.
@@ -317,10 +323,9 @@ def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
     source = run_dir(profile)
     if not any(source.glob("*.json")):
         raise FileNotFoundError(f"{source}: no finished run of profile {profile!r} to publish (no result files)")
-    suffix = () if profile == "full" else (profile,)
     copied = []
     for pattern, folder in (("notebooks/*.ipynb", "notebooks"), ("*.json", "results"), ("figures/*.png", "figures")):
-        destination = repo_root.joinpath(folder, *suffix)
+        destination = record_dir(profile, repo_root, folder)
         destination.mkdir(parents=True, exist_ok=True)
         written = sorted(source.glob(pattern))
         for stale in destination.glob(Path(pattern).name):  # this folder's own files; other profiles' subfolders stay

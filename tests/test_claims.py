@@ -98,3 +98,23 @@ def test_readme_shows_each_claim_per_seed(tmp_path, monkeypatch):
     assert "Runs `a`, `b`" in section and "seeds 0, 1" in section
     row = next(line for line in section.splitlines() if line.startswith("| IG signed (high) beats random") and "50%" in line)
     assert "yes (0.6)" in row and "no (0.3)" in row and "1 of 2" in row
+
+
+def test_a_published_tally_reads_the_published_record(tmp_path, monkeypatch):
+    from kn_utils.runner import record_dir
+
+    monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))  # no runs at all: the record alone is tallied
+    _write_run(tmp_path / "repo" / "results" / "full-seed1", ablation(0.3, 0.45, 0.4, [0.3, 0.32], "w1"), 1)
+    results = tmp_path / "repo" / "results"
+    _write_run(results / "x", ablation(0.6, 0.45, 0.3, [0.3, 0.32], "w0"), 0,
+               ffn=ablation(0.7, 0.5, 0.3, [0.3, 0.3], "w0", "ffn"))
+    for name in ("ablation.json", "heatmaps.json", "class_neurons.json", "finetune.json"):  # `full` is results/ itself
+        (results / "x" / name).rename(results / name)
+    (results / "x-ffn").rename(results / "full-ffn")
+    record = json.loads(claims.seed_claims(["full", "full-seed1"], results,
+                                           locate=lambda profile: record_dir(profile, tmp_path / "repo")).read_text())
+    assert record["provenance"]["inputs"] == {"seed 0": "w0", "seed 1": "w1"}
+    table = {(row["claim"], row["at"]): row for row in record["claims"]}
+    assert table["ffn units keep more accuracy than q/k/v (IG signed)", "50% kept"]["holds in"] == "1 of 1"  # full-ffn read
+    with pytest.raises(FileNotFoundError, match="full-seed2: no ablation.json"):
+        claims.seed_claims(["full", "full-seed2"], results, locate=lambda profile: record_dir(profile, tmp_path / "repo"))
