@@ -25,7 +25,7 @@ from kn_utils.alphabet import STANDARD_RESIDUES, encode, pad_batch
 from kn_utils.attention import LEAN_EAGER, UNSCALED_EAGER
 from kn_utils.kernels import fused_gelu
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
-from kn_utils.runs import notebook_parameters
+from study_settings import study_parameters  # benchmarks/study_settings.py
 from kn_utils.inference import autocast
 from kn_utils.training import adamw, optimiser_step
 
@@ -46,7 +46,7 @@ def synchronize(device: torch.device) -> None:
 
 def main() -> None:
     """Check the control is exact, then time a training step under each kernel and print medians and ratios."""
-    defaults = notebook_parameters("full", "02_finetune")
+    defaults = study_parameters("02_finetune")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--steps", type=int, default=4, help="timed steps per kernel and round")

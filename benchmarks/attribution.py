@@ -24,7 +24,6 @@ chains' paths are easier than most); else a random-init 8M model on random seque
 from __future__ import annotations
 
 import argparse
-import ast
 import statistics
 import time
 from pathlib import Path
@@ -40,7 +39,7 @@ from kn_utils.inference import autocast
 from kn_utils.kernels import fused_gelu
 from kn_utils.model import PRECISIONS, device_name, esm2_config, load_finetuned, random_classifier, resolve_precision
 from kn_utils.neurons import NeuronIndex
-from kn_utils.runs import declared_parameters, notebook_parameters, source_of
+from study_settings import study_parameters  # benchmarks/study_settings.py
 
 
 def inputs(model_dir: str | None, count: int, max_residues: int):
@@ -116,9 +115,7 @@ def timed(call, repeats: int) -> tuple[float, object]:
 def main() -> None:
     """Time each method, print examples/s, accuracy and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    declared = declared_parameters(source_of("04"))  # the notebook's defaults, then the full profile's settings
-    study = {**{name: ast.literal_eval(spec["default"]) for name, spec in declared.items()},
-             **notebook_parameters("full", "04_integrated_gradients")}
+    study = study_parameters("04_integrated_gradients")  # the notebook's defaults, then the full profile's settings
     parser.add_argument("--model", default=None, help="a fine-tuned model folder (runs/<profile>/model); default random init")
     parser.add_argument("--examples", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)

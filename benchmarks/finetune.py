@@ -36,7 +36,7 @@ import torch
 from kn_utils.alphabet import encode, pad_batch
 from kn_utils.attention import LEAN_EAGER
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
-from kn_utils.runs import notebook_parameters
+from study_settings import study_parameters  # benchmarks/study_settings.py
 import kn_utils.training
 from kn_utils.training import TrainConfig, train
 
@@ -70,7 +70,7 @@ def ours(sequences: list[str], labels: np.ndarray, max_residues: int, max_tokens
                          fused_kernels=fused_kernels)
     forced = mock.patch.object(kn_utils.training, "attention_kernel", lambda *_: kernel) if kernel else nullcontext()
     with tempfile.TemporaryDirectory() as folder, forced:
-        outcome = train(model, sequences, labels, [], labels[:0], config, folder, progress=False)
+        outcome = train(model, sequences, labels, [], labels[:0], config, folder)
     per_epoch = outcome["train_tokens"] / epochs
     first = outcome["history"][0]["train_seconds"]
     steady = per_epoch * (epochs - 1) / (outcome["train_seconds"] - first) if epochs > 1 else per_epoch / first
@@ -108,7 +108,7 @@ def main() -> None:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sequences", type=int, default=256, help="training sequences (the dataset's with $KN_MIRROR)")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each loop, alternating; medians are printed")
-    study = notebook_parameters("full", "02_finetune.ipynb")
+    study = study_parameters("02_finetune")
     parser.add_argument("--max-residues", type=int, default=study["max_residues"], help="residues per sequence")
     parser.add_argument("--max-tokens", type=int, default=study["max_tokens"], help="padded tokens per batch")
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run of our loops (the baseline runs one)")

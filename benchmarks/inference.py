@@ -22,7 +22,7 @@ import torch
 from finetune import benchmark_sequences
 from kn_utils.alphabet import encode
 from kn_utils.model import PRECISIONS, device_name, esm2_config, random_classifier, resolve_precision, select_device
-from kn_utils.runs import notebook_parameters
+from study_settings import study_parameters  # benchmarks/study_settings.py
 from kn_utils.attribution import integrated_gradients
 from kn_utils.scoring import activation_scores
 from kn_utils.inference import predict_logits
@@ -39,7 +39,7 @@ def main() -> None:
     """Time each stage both ways, alternating, and print medians and ratios."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    study = {stage: notebook_parameters("full", stage) for stage in ("03_activations", "04_integrated_gradients", "05_ablation")}
+    study = {stage: study_parameters(stage) for stage in ("03_activations", "04_integrated_gradients", "05_ablation")}
     parser.add_argument("--sequences", type=int, default=512, help="sequences per prediction and activation pass")
     parser.add_argument("--ig-examples", type=int, default=16, help="examples per integrated-gradients pass")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each, alternating; medians are printed")

@@ -2,6 +2,7 @@
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -77,10 +78,8 @@ def test_mean_ablation_replaces_outputs_by_their_means(tiny_model):
             pass
 
 
-def _sweep() -> "pd.DataFrame":
+def _sweep() -> pd.DataFrame:
     """A sweep table as run_sweep writes it, with accuracies chosen so every table below has one right answer."""
-    import pandas as pd
-
     rows = [{"method": "full", "direction": "-", "ablation": "none", "keep_fraction": 1.0, "seed": -1, "matched": False,
              "accuracy": 0.9}]
     for fraction, base in ((0.5, 0.6), (0.1, 0.4)):

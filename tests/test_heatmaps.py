@@ -1,5 +1,6 @@
 """Kept-neuron maps and the tests of the paper's claims."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from kn_utils import heatmaps
@@ -34,10 +35,8 @@ def test_jaccard():
     assert np.mean(draws) == pytest.approx(heatmaps.expected_random_jaccard(5760, 576), rel=0.1)
 
 
-def _scores() -> "pd.DataFrame":
+def _scores() -> pd.DataFrame:
     """Scores under which the top activation and signed-IG neurons are all key units."""
-    import pandas as pd
-
     table = INDEX.table()
     key = (table["projection"] == "key").to_numpy()
     ramp = np.arange(INDEX.size, dtype=float) / INDEX.size

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kn_utils import data, provenance
+from kn_utils import data
 from kn_utils.model import ModelInfo, save_classifier
 from kn_utils.runs import declared_parameters, source_of
 from kn_utils.stage import open_stage

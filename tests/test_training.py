@@ -8,7 +8,7 @@ import torch
 from kn_utils import training
 from kn_utils.metrics import classification_metrics, majority_baseline
 from kn_utils.model import random_classifier
-from kn_utils.alphabet import CLS_ID, EOS_ID, MASK_ID, encode, residue_frequencies
+from kn_utils.alphabet import residue_frequencies
 from kn_utils.inference import length_batches, predict_logits
 from kn_utils.training import MAX_START_SHIFT, SHIFT_MIN_RESIDUES, TrainConfig, learning_rate_at, shift_start, train
 
