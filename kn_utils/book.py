@@ -22,6 +22,10 @@ RECORDS = (("full", "The study (profile full)", "notebooks"),  # profile, part c
            ("full-ffn", "Feed-forward units of the same model (profile full-ffn)", "notebooks/full-ffn"),
            ("full-identity50", "Identity split at 50 %, notebooks 01-02 (profile full-identity50)", "notebooks/full-identity50"),
            ("full-identity30", "Identity split at 30 %, notebooks 01-02 (profile full-identity30)", "notebooks/full-identity30"),
+           ("full-seed1", "Training seed 1 (profile full-seed1)", "notebooks/full-seed1"),  # seed parts: once published
+           ("full-seed1-ffn", "Training seed 1, feed-forward units (profile full-seed1-ffn)", "notebooks/full-seed1-ffn"),
+           ("full-seed2", "Training seed 2 (profile full-seed2)", "notebooks/full-seed2"),
+           ("full-seed2-ffn", "Training seed 2, feed-forward units (profile full-seed2-ffn)", "notebooks/full-seed2-ffn"),
            ("control", "Positive control (profile control)", "notebooks/control"))
 RESULTS_HEADING, RESULTS_END = "## Results", "## How the study is built"  # README's part the Results page shows
 BOOK_EXTENSIONS = ["sphinx_togglebutton", "sphinx_copybutton", "myst_nb", "jupyter_book", "sphinx_external_toc",
