@@ -39,11 +39,11 @@ splits: install  ## notebooks 01-02 with the identity splits (MMseqs2 clusters a
 	$(PY) -m kn_utils run --profile full-identity30 --to 02 --publish
 	$(PY) -m kn_utils run --profile full --from 07 --publish
 
-seeds: install  ## the study with training seeds 1 and 2 on the record's split (q/k/v and ffn), then every claim over the three seeds
-	$(PY) -m kn_utils run --profile full-seed1-ffn --to 05 --publish
+seeds: install  ## the study with training seeds 1 and 2 on the record's split (q/k/v, then ffn; each published when done), then every claim over the three seeds
 	$(PY) -m kn_utils run --profile full-seed1 --publish
-	$(PY) -m kn_utils run --profile full-seed2-ffn --to 05 --publish
+	$(PY) -m kn_utils run --profile full-seed1-ffn --to 05 --publish
 	$(PY) -m kn_utils run --profile full-seed2 --publish
+	$(PY) -m kn_utils run --profile full-seed2-ffn --to 05 --publish
 	$(PY) -m kn_utils claims --publish
 
 quick: install  ## run the notebooks on the quick profile (runs/quick/)
