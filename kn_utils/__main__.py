@@ -202,10 +202,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.publish:  # the published tally reads the published result files of each seed, so the two never disagree
             print(seed_claims(args.profiles, REPO_ROOT / "results", locate=record_dir))
+            update_readme()
         else:
             print(seed_claims(args.profiles, runs_root()))
-        if args.publish:
-            update_readme()
         return 0
     from .runner import STUDY_PROFILES, publish as publish_run, run_profile, run_study
 

@@ -20,12 +20,10 @@ def test_each_benchmark_parses_its_arguments_from_the_study_settings(script, mon
     assert "usage:" in capsys.readouterr().out
 
 
-def test_study_settings_are_the_notebook_defaults_under_the_profile():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        from study_settings import study_parameters
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def test_study_settings_are_the_notebook_defaults_under_the_profile(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    from study_settings import study_parameters
+
     settings = study_parameters("02_finetune")
     assert settings["max_tokens"] == 2048  # declared in notebooks/02_finetune.py, not in the profile
     assert settings["epochs"] == 12 and settings["seed"] == 0  # the full profile's
