@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     publish.add_argument("--profile", default="full")
     commands.add_parser("report", help="regenerate README's Results section from results/*.json")
     claims = commands.add_parser("claims", help="tally the study's claims over runs of several training seeds")
-    claims.add_argument("--profiles", nargs="+", default=["full", "full-seed1", "full-seed2"],
-                        help="one finished run per training seed (default: full full-seed1 full-seed2)")
+    claims.add_argument("--profiles", nargs="+", default=None,
+                        help="one finished run per training seed (default: full full-seed1 full-seed2; fewer gives an "
+                        "interim tally that names the study's seeds still pending)")
     claims.add_argument("--publish", action="store_true", help="tally the published runs (results/<profile>/, "
                         "`publish` each first), write results/claims.json and update README (default: tally the runs in "
                         "runs/ and write runs/claims.json)")
@@ -196,15 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         from .claims import seed_claims
         from .provenance import REPO_ROOT
         from .report import update_readme
+        from .runner import SEED_PROFILES, record_dir
         from .runs import runs_root
 
-        from .runner import record_dir
-
+        profiles = args.profiles or SEED_PROFILES
         if args.publish:  # the published tally reads the published result files of each seed, so the two never disagree
-            print(seed_claims(args.profiles, REPO_ROOT / "results", locate=record_dir))
+            print(seed_claims(profiles, REPO_ROOT / "results", locate=record_dir, planned=SEED_PROFILES))
             update_readme()
         else:
-            print(seed_claims(args.profiles, runs_root()))
+            print(seed_claims(profiles, runs_root(), planned=SEED_PROFILES))
         return 0
     from .runner import STUDY_PROFILES, publish as publish_run, run_profile, run_study
 

@@ -107,12 +107,14 @@ def held_counts(table: pd.DataFrame, seeds: list) -> tuple[pd.Series, pd.Series]
     return held.fillna(False).astype(bool).sum(axis=1), held.notna().sum(axis=1)
 
 
-def seed_claims(profiles: list[str], folder: Path, locate: Callable[[str], Path] | None = None) -> Path:
+def seed_claims(profiles: list[str], folder: Path, locate: Callable[[str], Path] | None = None,
+                planned: tuple[str, ...] = ()) -> Path:
     """Tally the claims of the runs of `profiles` (one training seed each; a run `<profile>-ffn` beside one adds the
     family claim) and write `folder`/claims.json, with each seed's weights fingerprint and dataset checksum.
 
     `locate` gives the folder of a profile's result files: its run (runs/<profile>) unless told otherwise, e.g. the
-    published record (`runner.record_dir`), so that a published tally reads exactly the published files."""
+    published record (`runner.record_dir`), so that a published tally reads exactly the published files. The runs
+    of `planned` not in `profiles` are recorded as pending: the tally is then an interim one, and says so."""
     from .provenance import write_result
     from .runs import runs_root
 
@@ -131,6 +133,7 @@ def seed_claims(profiles: list[str], folder: Path, locate: Callable[[str], Path]
         per_seed[seed] = run_claims(run, family if family.exists() else None)
         inputs[seed] = {"profile": profile, **finetune["provenance"]["inputs"]}
     table = tally(per_seed)
-    figures = {"seeds": list(per_seed), "claims": table.to_dict("records"), "runs": inputs}
+    figures = {"seeds": list(per_seed), "claims": table.to_dict("records"), "runs": inputs,
+               "pending": [profile for profile in planned if profile not in profiles]}
     return write_result(folder, "claims", figures, {"profiles": list(profiles), "margin_sd": MARGIN_SD, "holm_alpha": HOLM_ALPHA},
                         inputs={f"seed {seed}": found["weights_sha256"] for seed, found in inputs.items()})

@@ -425,12 +425,15 @@ def _family_findings(table: pd.DataFrame, winners: pd.DataFrame, units: dict[str
 
 
 def _claims_summary(table: pd.DataFrame, seeds: list) -> list[str]:
-    """Which claims held in every seed and which in none, each with where it was tested, read off the tally."""
+    """Which claims held in every seed, which in some only and which in none, each with where it was tested, read off
+    the tally."""
     from .claims import held_counts
 
     held, counted = held_counts(table, seeds)
     lines = []
-    for label, chosen in ((f"Held in all {len(seeds)} seeds", held == counted), ("Held in no seed", held == 0)):
+    for label, chosen in ((f"Held in all {len(seeds)} seeds", held == counted),
+                          ("Held in some seeds but not all, so not findings", (held > 0) & (held < counted)),
+                          ("Held in no seed", held == 0)):
         rows = table[chosen & (counted == len(seeds))]
         said = "; ".join(f"{claim} ({', '.join(group['at'])})" for claim, group in rows.groupby("claim", sort=False))
         lines.append(f"- {label}: {said or 'none'}.")
@@ -446,7 +449,12 @@ def _claims_section(record: dict) -> list[str]:
         table[f"seed {seed}"] = [("" if pd.isna(h) else ("yes " if h else "no ") + f"({v:g})") for h, v in zip(held, value)]
     shown = table[["claim", "at", *(f"seed {seed}" for seed in seeds), "holds in"]]
     runs = ", ".join(f"`{run['profile']}`" for run in record["runs"].values())
-    return ["### The claims across training seeds (`python -m kn_utils claims`)",
+    pending = record.get("pending") or []
+    interim = ([f"**Interim tally**: {len(seeds)} seeds published so far; not yet run: "
+                + ", ".join(f"`{profile}`" for profile in pending) + ". A claim that holds in every seed below is not "
+                "yet a finding across seeds, and one that fails in any already did not hold on another seed.", ""]
+               if pending else [])
+    return ["### The claims across training seeds (`python -m kn_utils claims`)", *interim,
             f"Runs {runs}: one dataset and split, training "
             f"seeds {', '.join(map(str, seeds))}. A rule beats random when it exceeds random's mean by more than "
             f"{record['provenance']['parameters']['margin_sd']:g} sd; the heatmap claims hold at Holm p < "

@@ -98,6 +98,21 @@ def test_readme_shows_each_claim_per_seed(tmp_path, monkeypatch):
     assert "Runs `a`, `b`" in section and "seeds 0, 1" in section
     row = next(line for line in section.splitlines() if line.startswith("| IG signed (high) beats random") and "50%" in line)
     assert "yes (0.6)" in row and "no (0.3)" in row and "1 of 2" in row
+    assert "Interim tally" not in section
+    some = next(line for line in section.splitlines() if line.startswith("- Held in some seeds but not all"))
+    assert "IG signed (high) beats random (50% kept, 10% kept)" in some and "activation beats random" not in some
+
+
+def test_an_interim_tally_names_the_seeds_still_pending(tmp_path, monkeypatch):
+    from kn_utils.report import render
+
+    monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))
+    _write_run(tmp_path / "runs" / "a", ablation(0.6, 0.45, 0.3, [0.3, 0.32], "w0"), 0)
+    _write_run(tmp_path / "runs" / "b", ablation(0.3, 0.45, 0.4, [0.3, 0.32], "w1"), 1)
+    record = json.loads(claims.seed_claims(["a", "b"], tmp_path / "results", planned=("a", "b", "c")).read_text())
+    assert record["pending"] == ["c"]
+    section = render(tmp_path / "results").split("### The claims across training seeds")[1]
+    assert "**Interim tally**: 2 seeds published so far; not yet run: `c`." in section
 
 
 def test_a_published_tally_reads_the_published_record(tmp_path, monkeypatch):
