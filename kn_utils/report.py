@@ -431,7 +431,8 @@ def _claims_summary(table: pd.DataFrame, seeds: list) -> list[str]:
 
     held, counted = held_counts(table, seeds)
     lines = []
-    for label, chosen in ((f"Held in all {len(seeds)} seeds", held == counted),
+    every = "both seeds" if len(seeds) == 2 else f"all {len(seeds)} seeds"
+    for label, chosen in ((f"Held in {every}", held == counted),
                           ("Held in some seeds but not all, so not findings", (held > 0) & (held < counted)),
                           ("Held in no seed", held == 0)):
         rows = table[chosen & (counted == len(seeds))]
