@@ -537,7 +537,29 @@ def headline(results: Path = REPO_ROOT / "results") -> str:
     return "\n".join([f"Test accuracy when only a share of the {neurons} query/key/value neurons is kept, the rest zeroed "
                       "(**ours / the paper's**; ours random init, the paper's pretrained; random selection: mean ± sd over "
                       "seeds). Full tables and the controls: *Results* below.", "", table.to_markdown(index=False), "",
+                      *_headline_seeds(_load(results, "claims"), _training_seed(ablation)),
                       *_stale_note(ablation, finetune)]).strip()
+
+
+def _headline_seeds(record: dict | None, seed: int | None) -> list[str]:
+    """A sentence under the headline table, from claims.json: at which kept sizes each rule beat random, in how many
+    of the published training seeds."""
+    from .claims import held_counts
+
+    if not record:
+        return []
+    table = pd.DataFrame(record["claims"])
+    held, counted = held_counts(table, record["seeds"])
+    said = []
+    for claim, label in (("IG signed (high) beats random", "integrated gradients"), ("activation beats random", "activation")):
+        rows = table["claim"] == claim
+        sizes = [f"{at.removesuffix(' kept')} in {h} of {n}" for at, h, n in zip(table.loc[rows, "at"], held[rows], counted[rows]) if h]
+        said.append(f"{label} at {', '.join(sizes) or 'no size'}")
+    pending = record.get("pending") or []
+    seeds = ", ".join(map(str, record["seeds"])) + (f"; interim, {', '.join(pending)} not yet run" if pending else "")
+    return [f"The table is training seed {seed}'s model. Over the published training seeds ({seeds}), keeping the "
+            f"highest-scoring neurons beat random by more than 2 sd for {'; for '.join(said)}: *The claims across training "
+            "seeds* below.", ""]
 
 
 def _between(text: str, begin: str, end: str, body: str, readme: Path) -> str:

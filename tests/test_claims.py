@@ -104,7 +104,7 @@ def test_readme_shows_each_claim_per_seed(tmp_path, monkeypatch):
 
 
 def test_an_interim_tally_names_the_seeds_still_pending(tmp_path, monkeypatch):
-    from kn_utils.report import render
+    from kn_utils.report import _headline_seeds, render
 
     monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))
     _write_run(tmp_path / "runs" / "a", ablation(0.6, 0.45, 0.3, [0.3, 0.32], "w0"), 0)
@@ -113,6 +113,10 @@ def test_an_interim_tally_names_the_seeds_still_pending(tmp_path, monkeypatch):
     assert record["pending"] == ["c"]
     section = render(tmp_path / "results").split("### The claims across training seeds")[1]
     assert "**Interim tally**: 2 seeds published so far; not yet run: `c`." in section
+    assert _headline_seeds(record, 0)[0].startswith(  # the first screen's table says which model it is, and points here
+        "The table is training seed 0's model. Over the published training seeds (0, 1; interim, c not yet run), "
+        "keeping the highest-scoring neurons beat random by more than 2 sd for integrated gradients at 50% in 1 of 2, "
+        "10% in 1 of 2; for activation at 50% in 2 of 2, 10% in 2 of 2:")
 
 
 def test_a_published_tally_reads_the_published_record(tmp_path, monkeypatch):
