@@ -558,7 +558,8 @@ def _headline_seeds(record: dict | None, seed: int | None) -> list[str]:
     pending = record.get("pending") or []
     seeds = ", ".join(map(str, record["seeds"])) + (f"; interim, {', '.join(pending)} not yet run" if pending else "")
     return [f"The table is training seed {seed}'s model. Over the published training seeds ({seeds}), keeping the "
-            f"highest-scoring neurons beat random by more than 2 sd for {'; for '.join(said)}: *The claims across training "
+            f"highest-scoring neurons beat random by more than {record['provenance']['parameters']['margin_sd']:g} sd for "
+            f"{'; for '.join(said)}: *The claims across training "
             "seeds* below.", ""]
 
 
