@@ -197,15 +197,15 @@ def main(argv: list[str] | None = None) -> int:
         from .claims import seed_claims
         from .provenance import REPO_ROOT
         from .report import update_readme
-        from .runner import SEED_PROFILES, record_dir
+        from .runner import SEED_FAMILY_PROFILES, SEED_PROFILES, record_dir
         from .runs import runs_root
 
-        profiles = args.profiles or SEED_PROFILES
+        profiles, planned = args.profiles or SEED_PROFILES, SEED_PROFILES + SEED_FAMILY_PROFILES
         if args.publish:  # the published tally reads the published result files of each seed, so the two never disagree
-            print(seed_claims(profiles, REPO_ROOT / "results", locate=record_dir, planned=SEED_PROFILES))
+            print(seed_claims(profiles, REPO_ROOT / "results", locate=record_dir, planned=planned))
             update_readme()
         else:
-            print(seed_claims(profiles, runs_root(), planned=SEED_PROFILES))
+            print(seed_claims(profiles, runs_root(), planned=planned))
         return 0
     from .runner import STUDY_PROFILES, publish as publish_run, run_profile, run_study
 

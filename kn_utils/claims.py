@@ -114,7 +114,8 @@ def seed_claims(profiles: list[str], folder: Path, locate: Callable[[str], Path]
 
     `locate` gives the folder of a profile's result files: its run (runs/<profile>) unless told otherwise, e.g. the
     published record (`runner.record_dir`), so that a published tally reads exactly the published files. The runs
-    of `planned` not in `profiles` are recorded as pending: the tally is then an interim one, and says so."""
+    of `planned` (seeds, and their `-ffn` runs) not counted are recorded as pending: the tally is then an interim one,
+    and says so."""
     from .provenance import write_result
     from .runs import runs_root
 
@@ -130,10 +131,13 @@ def seed_claims(profiles: list[str], folder: Path, locate: Callable[[str], Path]
         if seed in per_seed:
             raise ValueError(f"{profile}: seed {seed} is already counted (from {inputs[seed]['profile']}); one run per seed")
         family = locate(f"{profile}-ffn")
-        per_seed[seed] = run_claims(run, family if family.exists() else None)
-        inputs[seed] = {"profile": profile, **finetune["provenance"]["inputs"]}
+        compared = (family / "ablation.json").exists()
+        per_seed[seed] = run_claims(run, family if compared else None)
+        inputs[seed] = {"profile": profile, "family_profile": f"{profile}-ffn" if compared else None,
+                        **finetune["provenance"]["inputs"]}
     table = tally(per_seed)
+    counted = set(profiles) | {run["family_profile"] for run in inputs.values()}
     figures = {"seeds": list(per_seed), "claims": table.to_dict("records"), "runs": inputs,
-               "pending": [profile for profile in planned if profile not in profiles]}
+               "pending": [profile for profile in planned if profile not in counted]}
     return write_result(folder, "claims", figures, {"profiles": list(profiles), "margin_sd": MARGIN_SD, "holm_alpha": HOLM_ALPHA},
                         inputs={f"seed {seed}": found["weights_sha256"] for seed, found in inputs.items()})

@@ -343,6 +343,7 @@ def publish(profile: str = "full", repo_root: Path = REPO_ROOT) -> list[Path]:
 # the record, its homology-aware re-run (each notebook 07 compares the two) and the positive control (about 4 min)
 STUDY_PROFILES = ("full", "full-accession", "control")
 SEED_PROFILES = ("full", "full-seed1", "full-seed2")  # the runs `kn_utils claims` tallies: three training seeds of full
+SEED_FAMILY_PROFILES = tuple(f"{profile}-ffn" for profile in SEED_PROFILES)  # each seed's ffn run: the family claim
 
 
 def study_phases(profiles: tuple[str, ...] | list[str]) -> list[tuple[str | None, str | None]]:

@@ -119,6 +119,19 @@ def test_an_interim_tally_names_the_seeds_still_pending(tmp_path, monkeypatch):
         "10% in 1 of 2; for activation at 50% in 2 of 2, 10% in 2 of 2:")
 
 
+def test_a_seed_without_its_ffn_run_leaves_the_family_claim_pending(tmp_path, monkeypatch):
+    monkeypatch.setenv("KN_RUNS_DIR", str(tmp_path / "runs"))
+    _write_run(tmp_path / "runs" / "a", ablation(0.6, 0.45, 0.3, [0.3, 0.32], "w0"), 0,
+               ffn=ablation(0.7, 0.5, 0.3, [0.3, 0.3], "w0", "ffn"))
+    _write_run(tmp_path / "runs" / "b", ablation(0.3, 0.45, 0.4, [0.3, 0.32], "w1"), 1)
+    (tmp_path / "runs" / "b-ffn").mkdir()  # a run started but not through its sweep compares nothing yet
+    record = json.loads(claims.seed_claims(["a", "b"], tmp_path / "out", planned=("a", "b", "a-ffn", "b-ffn")).read_text())
+    assert record["pending"] == ["b-ffn"]
+    assert [run["family_profile"] for run in record["runs"].values()] == ["a-ffn", None]
+    table = {(row["claim"], row["at"]): row for row in record["claims"]}
+    assert table["ffn units keep more accuracy than q/k/v (IG signed)", "50% kept"]["holds in"] == "1 of 1"
+
+
 def test_a_published_tally_reads_the_published_record(tmp_path, monkeypatch):
     from kn_utils.runner import record_dir
 

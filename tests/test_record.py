@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from kn_utils.runner import ACROSS_RUNS, SEED_PROFILES
+from kn_utils.claims import held_counts
+from kn_utils.runner import ACROSS_RUNS, SEED_FAMILY_PROFILES, SEED_PROFILES
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "results"
@@ -46,8 +48,11 @@ def test_the_claims_tally_reads_each_seed_from_its_published_model():
 @needs_claims
 def test_the_claims_tally_covers_three_training_seeds():
     record = json.loads(CLAIMS.read_text())
-    counted = [run["profile"] for run in record["runs"].values()]
-    assert set(SEED_PROFILES) <= set(counted) | set(record["pending"])  # an interim tally names every seed it lacks
+    counted = [name for run in record["runs"].values() for name in (run["profile"], run.get("family_profile")) if name]
+    planned = set(SEED_PROFILES) | set(SEED_FAMILY_PROFILES)
+    assert planned <= set(counted) | set(record["pending"])  # an interim tally names every run it lacks
     if record["pending"]:
         pytest.skip(f"interim tally over {', '.join(counted)}; not yet published: {', '.join(record['pending'])}")
     assert len(record["seeds"]) >= 3
+    _, tested = held_counts(pd.DataFrame(record["claims"]), record["seeds"])
+    assert tested.min() >= 3, "every claim, the family comparison included, is tested on three or more seeds"
