@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     claims = commands.add_parser("claims", help="tally the study's claims over runs of several training seeds")
     claims.add_argument("--profiles", nargs="+", default=None,
                         help="one finished run per training seed (default: full full-seed1 full-seed2; fewer gives an "
-                        "interim tally that names the study's seeds still pending)")
+                        "interim tally that names the study's runs still pending: seeds, and their ffn runs)")
     claims.add_argument("--publish", action="store_true", help="tally the published runs (results/<profile>/, "
                         "`publish` each first), write results/claims.json and update README (default: tally the runs in "
                         "runs/ and write runs/claims.json)")
