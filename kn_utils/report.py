@@ -438,6 +438,11 @@ def _claims_summary(table: pd.DataFrame, seeds: list) -> list[str]:
         rows = table[chosen & (counted == len(seeds))]
         said = "; ".join(f"{claim} ({', '.join(group['at'])})" for claim, group in rows.groupby("claim", sort=False))
         lines.append(f"- {label}: {said or 'none'}.")
+    fewer = table[counted < len(seeds)].assign(held=held, counted=counted)
+    if len(fewer):  # e.g. the family claim of a seed whose ffn run is pending: no line above may count it
+        said = "; ".join(f"{claim} ({', '.join(f'{at}: {h} of {n}' for at, h, n in zip(group['at'], group['held'], group['counted']))})"
+                         for claim, group in fewer.groupby("claim", sort=False))
+        lines.append(f"- Not yet tested in every seed (held in k of the n tested): {said}.")
     return lines
 
 
@@ -452,8 +457,8 @@ def _claims_section(record: dict) -> list[str]:
     runs = ", ".join(f"`{run['profile']}`" for run in record["runs"].values())
     pending = record.get("pending") or []
     interim = ([f"**Interim tally**: {len(seeds)} seeds published so far; not yet run: "
-                + ", ".join(f"`{profile}`" for profile in pending) + ". A claim that holds in every seed below is not "
-                "yet a finding across seeds, and one that fails in any already did not hold on another seed.", ""]
+                + ", ".join(f"`{profile}`" for profile in pending) + ". A claim is not yet a finding across seeds while a "
+                "run it rests on is pending; one that fails in any seed already did not hold on another.", ""]
                if pending else [])
     return ["### The claims across training seeds (`python -m kn_utils claims`)", *interim,
             f"Runs {runs}: one dataset and split, training "

@@ -236,6 +236,7 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
     for variable in (MIRROR_ENV, RUNS_ENV):  # kernels run in notebooks/: make a relative path absolute first
         if os.environ.get(variable):
             os.environ[variable] = str(Path(os.environ[variable]).expanduser().resolve())
+    os.environ.update(kernel_environment())  # kernels inherit it: they import this checkout's kn_utils
     plan = stage_parameters(profile, first, last, overrides)
     run = run_dir(profile_name)
     sections = load_profile(profile)
@@ -279,6 +280,15 @@ def run_profile(profile: str, first: str | None = None, last: str | None = None,
         say(f"[{profile_name}] {notebook.name} done in {time.perf_counter() - started:.0f} s")
         executed.append(target)
     return executed
+
+
+def kernel_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the notebooks' kernels: this checkout first on PYTHONPATH, so that they import the kn_utils
+    whose sources the stage keys hash, not another checkout's (say an editable install of a second clone)."""
+    environ = dict(os.environ if environ is None else environ)
+    paths = [str(REPO_ROOT), *(path for path in environ.get("PYTHONPATH", "").split(os.pathsep) if path)]
+    environ["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return environ
 
 
 def share_stages(source: Path, run: Path, stages: tuple[str, ...]) -> list[str]:

@@ -103,4 +103,5 @@ def test_the_claims_summary_names_what_held_in_every_seed_in_some_and_in_none():
     assert _claims_summary(table, [0, 1, 2]) == [  # a claim tested on 2 seeds only is in none of the three
         "- Held in all 3 seeds: IG beats random (50% kept, 10% kept).",
         "- Held in some seeds but not all, so not findings: high beats low (1% kept).",
-        "- Held in no seed: key densest (activation)."]
+        "- Held in no seed: key densest (activation).",
+        "- Not yet tested in every seed (held in k of the n tested): ffn keeps more (50% kept: 1 of 2)."]

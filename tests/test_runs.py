@@ -1,15 +1,20 @@
 """Profiles: sections merge in order, `extends` overrides a base profile key by key."""
 import configparser
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from kn_utils.provenance import REPO_ROOT
 from kn_utils.report import _mlm_share
-from kn_utils.runner import (OPT_IN_STAGES, run_profile, stage_notebooks, stage_parameters, study_phases,
-                             undeclared_parameters)
+from kn_utils.runner import (OPT_IN_STAGES, kernel_environment, run_profile, stage_notebooks, stage_parameters,
+                             study_phases, undeclared_parameters)
 from kn_utils.runs import load_profile, notebook_parameters, read_yaml
 
 
@@ -367,3 +372,18 @@ def test_the_kernels_group_port_is_free_and_below_the_ports_the_system_hands_out
     for port in ports:
         with socket.socket() as probe:
             probe.bind(("", port))
+
+
+def test_kernels_import_the_kn_utils_of_the_checkout_that_runs_them(tmp_path):
+    """A clone run with another checkout's environment (an editable install of main, say) must not execute main's code
+    under the clone's stage keys: the kernels' PYTHONPATH puts the running checkout first."""
+    import kn_utils
+
+    clone = tmp_path / "clone"
+    shutil.copytree(Path(kn_utils.__file__).parent, clone / "kn_utils", ignore=shutil.ignore_patterns("__pycache__"))
+    probe = ("import subprocess, sys; from kn_utils.runner import kernel_environment; "
+             "print(subprocess.run([sys.executable, '-c', 'import kn_utils; print(kn_utils.__file__)'], cwd='/', text=True, "
+             "capture_output=True, env=kernel_environment({'PYTHONPATH': '/elsewhere'})).stdout)")
+    found = subprocess.run([sys.executable, "-c", probe], cwd=clone, text=True, capture_output=True, check=True).stdout
+    assert Path(found.strip()) == clone / "kn_utils" / "__init__.py"
+    assert kernel_environment({"PYTHONPATH": "/a"})["PYTHONPATH"] == os.pathsep.join([str(REPO_ROOT), "/a"])
