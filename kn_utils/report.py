@@ -421,7 +421,8 @@ def _family_findings(table: pd.DataFrame, winners: pd.DataFrame, units: dict[str
         lines.append(f"- Within {family}: IG signed beats random by more than 2 sd at "
                      f"{_sizes(rows.loc[rows['IG signed beats random'], 'kept'])}; activation at "
                      f"{_sizes(rows.loc[rows['activation beats random'], 'kept'])}.")
-    return lines + ["- One model and one training seed: the claims across seeds (below, when run) say which of these hold."]
+    return lines + ["- One model and one training seed: *The claims across training seeds* (below, once tallied) says which "
+                    "of these hold on other seeds."]
 
 
 def _claims_summary(table: pd.DataFrame, seeds: list) -> list[str]:
