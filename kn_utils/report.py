@@ -439,7 +439,7 @@ def _claims_summary(table: pd.DataFrame, seeds: list) -> list[str]:
         rows = table[chosen & (counted == len(seeds))]
         said = "; ".join(f"{claim} ({', '.join(group['at'])})" for claim, group in rows.groupby("claim", sort=False))
         lines.append(f"- {label}: {said or 'none'}.")
-    fewer = table[counted < len(seeds)].assign(held=held, counted=counted)
+    fewer = table.assign(held=held, counted=counted)[counted < len(seeds)]
     if len(fewer):  # e.g. the family claim of a seed whose ffn run is pending: no line above may count it
         said = "; ".join(f"{claim} ({', '.join(f'{at}: {h} of {n}' for at, h, n in zip(group['at'], group['held'], group['counted']))})"
                          for claim, group in fewer.groupby("claim", sort=False))

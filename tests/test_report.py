@@ -105,3 +105,4 @@ def test_the_claims_summary_names_what_held_in_every_seed_in_some_and_in_none():
         "- Held in some seeds but not all, so not findings: high beats low (1% kept).",
         "- Held in no seed: key densest (activation).",
         "- Not yet tested in every seed (held in k of the n tested): ffn keeps more (50% kept: 1 of 2)."]
+    assert len(_claims_summary(table[table["claim"] != "ffn keeps more"], [0, 1, 2])) == 3  # all tested: no fourth line
