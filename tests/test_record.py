@@ -1,4 +1,5 @@
-"""The committed record (results/ of each published profile): one model and one dataset per profile (issue 51).
+"""The committed record (results/ of each published profile): one model and one dataset per profile, attributions within
+the completeness bound (issue 51).
 That every record notebook ran from its source as it stands is checked beside the quick copies, in test_notebooks.py."""
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from kn_utils.attribution import COMPLETENESS_BOUND, within_bound
 from kn_utils.claims import held_counts
 from kn_utils.runner import ACROSS_RUNS, SEED_FAMILY_PROFILES, SEED_PROFILES
 
@@ -30,6 +32,20 @@ def test_every_result_file_of_a_profile_names_one_model_and_one_dataset(profile)
     assert len(set(datasets.values())) == 1, f"results/{PROFILES[profile]}: several datasets: {datasets}"
     assert set(weights) == set(inputs) - {"data.json"}  # every stage after notebook 01 names its weights
 
+
+
+IG_PROFILES = [profile for profile, folder in PROFILES.items() if (RESULTS / folder / "integrated_gradients.json").exists()]
+
+
+@pytest.mark.parametrize("profile", IG_PROFILES)
+def test_every_published_attribution_meets_the_completeness_bound_over_the_whole_test_set(profile):
+    folder = RESULTS / PROFILES[profile]
+    ig = json.loads((folder / "integrated_gradients.json").read_text())
+    assert ig["n_examples"] == json.loads((folder / "data.json").read_text())["n_test"], "IG covers every test example"
+    assert ig["completeness_error_median"] <= COMPLETENESS_BOUND["median"], ig["completeness_error_median"]
+    assert ig["completeness_error_p90_beyond_small_change"] <= COMPLETENESS_BOUND["p90"]
+    assert ig["small_change_absolute_error_max"] <= COMPLETENESS_BOUND["small_change_absolute"]
+    assert ig["within_bound"] is within_bound(ig) is True  # the recorded flag agrees with the bound as it stands
 
 CLAIMS = RESULTS / "claims.json"
 needs_claims = pytest.mark.skipif(not CLAIMS.exists(), reason="the seed runs' claims are not published yet")
