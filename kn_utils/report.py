@@ -479,8 +479,10 @@ def _control_section(record: dict, ig: dict | None) -> list[str]:
     summary = pd.DataFrame(record["summary"]).set_index("question")
     bound = "" if ig is None else (
         f" IG completeness: median relative error {ig['completeness_error_median']:.2%}, 90th percentile "
-        f"{ig['completeness_error_p90_beyond_small_change']:.2%} where |F(1) - F(0)| >= 0.05 "
-        f"({'within' if ig.get('within_bound') else 'outside'} the study's bound).")
+        f"{ig['completeness_error_p90_beyond_small_change']:.2%} where |F(1) - F(0)| >= 0.05, largest absolute error "
+        f"{ig['small_change_absolute_error_max']:.4f} where it is smaller"
+        + (f"; {ig['converged_share']:.1%} of examples within the tolerance" if "converged_share" in ig else "")
+        + f" ({'within' if ig.get('within_bound') else 'outside'} the study's bound).")
     return ["### Positive control: planted motifs (profile `control`, notebook 08)",
             f"A small ESM-2-shaped model ({_weights(record)}) trained on a task with planted truth (five motif classes and "
             f"one composition class, `kn_utils.synthetic`) reaches test accuracy {record['accuracy']:.4f}.{bound} "

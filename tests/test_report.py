@@ -65,6 +65,12 @@ def test_the_control_section_renders_the_planted_truth_answers_from_the_result_f
     assert "### Positive control" in text and "test accuracy 0.9700" in text and "**random init**" in text
     assert "| IG-kept submodels beat random by > 2 sd |     1 |    1 | kept sizes" in text
     assert "completeness" not in text  # no IG result file published beside it: nothing said about it
+    ig = {"completeness_error_median": 0.0054, "completeness_error_p90_beyond_small_change": 0.0196,
+          "small_change_absolute_error_max": 0.0071, "converged_share": 0.833, "within_bound": False}
+    (tmp_path / "control" / "integrated_gradients.json").write_text(json.dumps(ig))
+    line = next(line for line in render(tmp_path).splitlines() if "IG completeness" in line)
+    assert "largest absolute error 0.0071 where it is smaller; 83.3% of examples within the tolerance" in line
+    assert "(outside the study's bound)" in line  # said as the result file says it, not assumed
 
 
 def test_the_family_comparison_is_said_in_sentences_read_off_its_table():
