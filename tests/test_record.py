@@ -33,7 +33,6 @@ def test_every_result_file_of_a_profile_names_one_model_and_one_dataset(profile)
     assert set(weights) == set(inputs) - {"data.json"}  # every stage after notebook 01 names its weights
 
 
-
 IG_PROFILES = [profile for profile, folder in PROFILES.items() if (RESULTS / folder / "integrated_gradients.json").exists()]
 
 
@@ -46,6 +45,7 @@ def test_every_published_attribution_meets_the_completeness_bound_over_the_whole
     assert ig["completeness_error_p90_beyond_small_change"] <= COMPLETENESS_BOUND["p90"]
     assert ig["small_change_absolute_error_max"] <= COMPLETENESS_BOUND["small_change_absolute"]
     assert ig["within_bound"] is within_bound(ig) is True  # the recorded flag agrees with the bound as it stands
+
 
 CLAIMS = RESULTS / "claims.json"
 needs_claims = pytest.mark.skipif(not CLAIMS.exists(), reason="the seed runs' claims are not published yet")
